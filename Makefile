@@ -1,0 +1,63 @@
+# shoprank: `make train` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch goes in first and pinned: the CPU build stays on CPU machines (this machine offers
+# torch==2.13.0+cpu as a local wheel). Elsewhere set TORCH_SPEC / TORCH_INDEX, e.g.
+#   make install TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+EXTRAS ?= dev,wandb
+ARGS ?=
+
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.DEFAULT_GOAL := help
+.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean
+
+help:  ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_INDEX)
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -c "import torch; print('torch', torch.__version__, '| CUDA available:', torch.cuda.is_available())"
+	touch $@
+
+install: $(VENV)/.installed  ## Create .venv and install shoprank (keeps the CPU build of torch)
+
+train: install  ## Train the default experiment (synthetic multi-region data, tiny BERT, CPU); ARGS="key=value ..."
+	$(PY) -m experiments.train $(ARGS)
+
+evaluate: install  ## Evaluate a checkpoint: make evaluate ARGS="ckpt_path=... data=..."
+	$(PY) -m experiments.evaluate $(ARGS)
+
+test: install  ## Fast test suite (what CI runs)
+	WANDB_MODE=disabled $(PY) -m pytest -m "not slow" -q $(ARGS)
+
+test-slow:  install ## Slow tests only (end-to-end training runs)
+	WANDB_MODE=disabled $(PY) -m pytest -m "slow" -q $(ARGS)
+
+test-all: install  ## Every test
+	WANDB_MODE=disabled $(PY) -m pytest -q $(ARGS)
+
+lint: install  ## ruff check + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install  ## ruff fix + format
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench-losses: install  ## Forward+backward time and memory of every loss vs a per-list loop
+	$(PY) -m bench.bench_losses --out bench/results/losses.json $(ARGS)
+
+bench: bench-losses  ## Every benchmark
+
+clean:  ## Remove outputs and caches (keeps .venv)
+	rm -rf logs outputs .cache .pytest_cache .ruff_cache
