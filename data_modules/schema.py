@@ -1,0 +1,33 @@
+"""Canonical log schema: the one table every data adapter produces.
+
+One row is one (query, product) impression. Columns:
+
+==================== ======== ========== =====================================================
+column               dtype    required   meaning
+==================== ======== ========== =====================================================
+query_id             Utf8     yes        identifier of the query (list key; splits never cut it)
+query                Utf8     yes        query text, non-empty
+product_id           Utf8     yes        identifier of the product
+product_title        Utf8     yes        product title, non-empty
+product_description  Utf8     no         free text ("" when absent)
+product_brand        Utf8     no         brand ("" when absent)
+product_color        Utf8     no         colour ("" when absent)
+region               Utf8     yes        market / distribution the impression comes from
+position             Int64    no         1-based display position under the logging policy
+relevance            Float64  no         graded relevance (>= 0)
+click                Int64    no         1 if clicked, else 0
+add_to_cart          Int64    no         1 if added to cart, else 0 (implies click)
+purchase             Int64    no         1 if purchased, else 0 (implies add_to_cart)
+==================== ======== ========== =====================================================
+
+Any other column (category, price band, region features) is carried through untouched.
+At least one label column must be present for training.
+"""
+
+from __future__ import annotations
+
+KEY_COLUMNS: tuple[str, ...] = ("query_id", "query", "product_id", "product_title", "region")
+TEXT_COLUMNS: tuple[str, ...] = ("product_description", "product_brand", "product_color")
+ENGAGEMENT_LABELS: tuple[str, ...] = ("click", "add_to_cart", "purchase")
+LABEL_COLUMNS: tuple[str, ...] = ("relevance", *ENGAGEMENT_LABELS)
+POSITION_COLUMN = "position"

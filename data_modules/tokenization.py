@@ -1,0 +1,154 @@
+"""Tokenise (query, product) pairs once and keep the result on disk.
+
+The cache key is ``sha256(tokenizer definition, max_length, the pair texts)``, so a change of
+tokenizer, length or data builds a new entry and an unchanged run reuses the old one. Token ids are
+stored ragged (flat ids + offsets) as ``.npy`` files and memory-mapped on load, so a large corpus is
+not held in RAM and every DDP rank reads the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+_FORMAT_VERSION = 1
+_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class TokenizedPairs:
+    """Ragged token ids of N pairs: pair ``i`` is ``ids[offsets[i]:offsets[i + 1]]``."""
+
+    ids: np.ndarray  # [total_tokens] int32
+    type_ids: np.ndarray  # [total_tokens] int8 (0 = query segment, 1 = product segment)
+    offsets: np.ndarray  # [N + 1] int64
+    key: str
+    from_cache: bool
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self, rows: np.ndarray) -> np.ndarray:
+        return self.offsets[rows + 1] - self.offsets[rows]
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A hash of everything that decides the tokenizer's output."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        definition = json.loads(backend.to_str())
+        # Truncation and padding are call-time state the tokenizer keeps from its last call.
+        definition.pop("truncation", None)
+        definition.pop("padding", None)
+    else:
+        definition = tokenizer.get_vocab()
+    text = json.dumps(definition, sort_keys=True)
+    return hashlib.sha256(f"{type(tokenizer).__name__}\n{text}".encode()).hexdigest()
+
+
+def cache_key(
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    queries: Sequence[str],
+    products: Sequence[str],
+) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"v{_FORMAT_VERSION}|{tokenizer_fingerprint(tokenizer)}|{max_length}|".encode())
+    for start in range(0, len(queries), 65536):
+        block = "\x1e".join(
+            f"{q}\x1f{p}"
+            for q, p in zip(
+                queries[start : start + 65536], products[start : start + 65536], strict=True
+            )
+        )
+        digest.update(block.encode())
+    return digest.hexdigest()[:24]
+
+
+def _tokenize(
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    queries: Sequence[str],
+    products: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ids_parts, type_parts, lengths = [], [], []
+    for start in range(0, len(queries), _CHUNK):
+        encoded = tokenizer(
+            list(queries[start : start + _CHUNK]),
+            list(products[start : start + _CHUNK]),
+            truncation="longest_first",
+            max_length=max_length,
+            return_attention_mask=False,
+            return_token_type_ids=True,
+        )
+        for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"], strict=True):
+            ids_parts.append(np.asarray(ids, dtype=np.int32))
+            type_parts.append(np.asarray(types, dtype=np.int8))
+            lengths.append(len(ids))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return np.concatenate(ids_parts), np.concatenate(type_parts), offsets
+
+
+def tokenize_pairs(
+    tokenizer: PreTrainedTokenizerBase,
+    queries: Sequence[str],
+    products: Sequence[str],
+    max_length: int,
+    cache_dir: str | Path | None,
+) -> TokenizedPairs:
+    """Tokenise pairs as ``[CLS] query [SEP] product [SEP]``, truncated to ``max_length``.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+        queries: N query texts.
+        products: N product texts.
+        max_length: Maximum tokens per pair (longest part truncated first).
+        cache_dir: Where cache entries live; ``None`` disables the cache.
+
+    Returns:
+        The ragged token ids, memory-mapped when they come from the cache.
+    """
+    key = cache_key(tokenizer, max_length, queries, products)
+    if cache_dir is None:
+        ids, types, offsets = _tokenize(tokenizer, max_length, queries, products)
+        return TokenizedPairs(ids, types, offsets, key, from_cache=False)
+
+    entry = Path(cache_dir) / "tokens" / key
+    if not (entry / "offsets.npy").is_file():
+        log.info("Tokenising %d pairs (cache entry %s)", len(queries), entry)
+        ids, types, offsets = _tokenize(tokenizer, max_length, queries, products)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        # Write into a private directory and rename it into place: concurrent builders (DDP ranks,
+        # parallel sweep jobs) never see a half-written entry.
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=entry.parent))
+        np.save(staging / "ids.npy", ids)
+        np.save(staging / "type_ids.npy", types)
+        np.save(staging / "offsets.npy", offsets)  # written last: its presence marks completion
+        try:
+            os.rename(staging, entry)
+        except OSError:  # another process won the race; its entry is identical
+            shutil.rmtree(staging, ignore_errors=True)
+        from_cache = False
+    else:
+        log.info("Token cache hit: %s", entry)
+        from_cache = True
+    return TokenizedPairs(
+        ids=np.load(entry / "ids.npy", mmap_mode="r"),
+        type_ids=np.load(entry / "type_ids.npy", mmap_mode="r"),
+        offsets=np.load(entry / "offsets.npy"),
+        key=key,
+        from_cache=from_cache,
+    )
