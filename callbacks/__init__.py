@@ -1,0 +1,1 @@
+"""Lightning callbacks (W&B tables, per-region summaries, latency reports) live here."""

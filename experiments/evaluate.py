@@ -1,0 +1,16 @@
+"""``python -m experiments.evaluate ckpt_path=<ckpt> [data=...] [data.path=...] [split=all]``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from ranking.cli import run_or_exit
+from ranking.pipeline import evaluate
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    run_or_exit(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""shoprank's library: losses, metrics, encoders, towers and LightningModules (no Hydra here)."""

@@ -1,0 +1,36 @@
+"""Scores that need no model, evaluated through the same metric code as the model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+from ranking.metric_set import RankingMetricSet
+
+ScoreFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+def random_scorer(num_tasks: int, seed: int) -> ScoreFn:
+    """Uniform random scores ``[B, L, K]`` from a seeded generator (same seed, same scores)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def score(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.rand((*batch["mask"].shape, num_tasks), generator=generator)
+
+    return score
+
+
+def evaluate_scorer(
+    batches: Iterable[dict[str, torch.Tensor]],
+    score: ScoreFn,
+    task_names: list[str],
+    region_names: list[str],
+    metrics: list[str],
+    stage: str,
+) -> dict[str, float]:
+    """Metrics of ``score`` over ``batches``, named like the model's (``{stage}/{task}/...``)."""
+    metric_set = RankingMetricSet(task_names, region_names, metrics)
+    for batch in batches:
+        metric_set.update(score(batch), batch["labels"], batch["mask"], batch["region"])
+    return metric_set.compute(stage)

