@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,18 @@ from omegaconf import DictConfig, open_dict
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 SHARED = Path(os.environ.get("SHOPRANK_SHARED_DIR", REPO.parent / "shared"))
+
+
+def reference_dir() -> Path:
+    """``$SHOPRANK_REFERENCE_DIR``, else ``../shared/reference`` beside the repository."""
+    return Path(os.environ.get("SHOPRANK_REFERENCE_DIR", SHARED / "reference"))
+
+
+def load_reference(name: str) -> dict | None:
+    """A reference file parsed from JSON, or None when it is absent (callers skip with a reason)."""
+    path = reference_dir() / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

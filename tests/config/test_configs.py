@@ -130,3 +130,17 @@ def test_bad_metric_spec_is_named(make_cfg) -> None:
     cfg = make_cfg("model.metrics=[ndcg@10,ndgc@5]")
     with pytest.raises(ConfigError, match="ndgc@5"):
         build_module(cfg)
+
+
+def test_a_task_can_have_its_own_loss(make_cfg) -> None:
+    cfg = make_cfg("loss=listnet", "tasks.catalog.relevance.loss={name: mse}")
+    module = build_module(cfg)
+    names = dict(
+        zip(module.task_names, (loss.func.__name__ for loss in module.losses), strict=True)
+    )
+    assert names == {
+        "relevance": "mse",
+        "click": "listnet",
+        "add_to_cart": "listnet",
+        "purchase": "listnet",
+    }

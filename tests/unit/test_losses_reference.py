@@ -10,34 +10,18 @@ gradient's scale, since single entries may be 0). Bounds: 1e-6 in float64, 1e-4 
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from ranking.losses import allrank_options, build_loss
+from tests.conftest import load_reference, reference_dir
 
 REFERENCE_FILE = "allrank_losses.json"
 
 
-def reference_dir() -> Path:
-    override = os.environ.get("SHOPRANK_REFERENCE_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-
-
-def _load() -> dict[str, Any] | None:
-    path = reference_dir() / REFERENCE_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
-
-
-DATA = _load()
+DATA = load_reference(REFERENCE_FILE)
 SKIP_REASON = (
     f"allRank reference {reference_dir() / REFERENCE_FILE} not found "
     "(set SHOPRANK_REFERENCE_DIR to the folder holding it)"

@@ -7,32 +7,18 @@ is exercised too. Skipped with the reason when the reference file is absent.
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from ranking.metrics import average_precision, mrr, ndcg, precision, recall
+from tests.conftest import load_reference, reference_dir
 
 REFERENCE_FILE = "trec_eval_metrics.json"
 
 
-def reference_dir() -> Path:
-    override = os.environ.get("SHOPRANK_REFERENCE_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-
-
-def _load() -> dict[str, Any] | None:
-    path = reference_dir() / REFERENCE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-DATA = _load()
+DATA = load_reference(REFERENCE_FILE)
 SKIP_REASON = (
     f"trec_eval reference {reference_dir() / REFERENCE_FILE} not found "
     "(set SHOPRANK_REFERENCE_DIR to the folder holding it)"
