@@ -55,9 +55,17 @@ def build_datamodule(cfg: DictConfig, tokenizer: Any, label_columns: list[str]) 
     return instantiate(cfg.data, "data", tokenizer=tokenizer, label_columns=label_columns)
 
 
-def build_module(cfg: DictConfig) -> Any:
+def build_module(cfg: DictConfig, region_names: list[str]) -> Any:
+    """The LightningModule of ``cfg.model`` with its encoder, tasks, loss, tower and region mask."""
     return instantiate(
-        cfg.model, "model", encoder=plain(cfg.encoder), tasks=task_list(cfg), loss=plain(cfg.loss)
+        cfg.model,
+        "model",
+        encoder=plain(cfg.encoder),
+        tasks=task_list(cfg),
+        loss=plain(cfg.loss),
+        tower=plain(cfg.tower),
+        region_mask=plain(cfg.region_mask),
+        region_names=list(region_names),
     )
 
 

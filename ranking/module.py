@@ -12,9 +12,10 @@ from transformers import get_linear_schedule_with_warmup
 
 from ranking.cross_encoder import CrossEncoder, score_lists
 from ranking.encoders import load_encoder_model, load_tokenizer
-from ranking.errors import ConfigError
+from ranking.errors import ConfigError, DataValidationError
 from ranking.losses import build_loss
 from ranking.metric_set import RankingMetricSet, parse_metric
+from ranking.towers import build_tower
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,11 @@ class RankingModule(pl.LightningModule):
 
     Every constructor argument is a plain value (no modules), so ``load_from_checkpoint`` rebuilds
     the model without Hydra. Loss of a batch: ``sum_k w_k * loss_k(scores[..., k], labels[..., k],
-    mask)``.
+    mask) + aux`` where ``aux`` is the tower's own term (e.g. SEQ's descending regulariser).
+
+    Regions: the model knows the regions it was trained on (``region_names``). Data from a region
+    it has not seen is refused when the tower has a region mask (the mask has no gate for it);
+    without a mask the region does not change the scores, and such data is scored as region 0.
 
     Args:
         encoder: Encoder spec (see :mod:`ranking.encoders`): ``source``, ``path``, ``architecture``,
@@ -49,7 +54,11 @@ class RankingModule(pl.LightningModule):
         optimizer: ``{lr, weight_decay, warmup_ratio, betas, eps}`` for AdamW with linear warm-up
             and linear decay.
         metrics: Metric specs for val/test, e.g. ``["ndcg@10", "mrr@10", "map"]``.
-        head_dropout: Dropout before the scoring head.
+        tower: ``{name, **options}`` for :func:`ranking.towers.build_tower`; the default
+            (shared-bottom without hidden layers) is dropout + one linear head per task.
+        region_mask: ``{name: feature, **options}`` for the MD region mask; ``None`` or
+            ``{name: none}`` for none.
+        region_names: The training data's regions, in id order.
     """
 
     def __init__(
@@ -59,7 +68,9 @@ class RankingModule(pl.LightningModule):
         loss: Mapping[str, Any],
         optimizer: Mapping[str, Any] | None = None,
         metrics: Sequence[str] = ("ndcg@10", "ndcg@5", "mrr@10", "map"),
-        head_dropout: float = 0.1,
+        tower: Mapping[str, Any] | None = None,
+        region_mask: Mapping[str, Any] | None = None,
+        region_names: Sequence[str] = ("all",),
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -80,12 +91,24 @@ class RankingModule(pl.LightningModule):
             **dict(optimizer or {}),
         }
         tokenizer = load_tokenizer(encoder)
-        self.scorer = CrossEncoder(
-            load_encoder_model(encoder, vocab_size=len(tokenizer)),
-            num_tasks=len(self.tasks),
-            pooling=encoder.get("pooling", "cls"),
-            dropout=head_dropout,
-        )
+        model = load_encoder_model(encoder, vocab_size=len(tokenizer))
+        tower_spec = dict(tower or {"name": "shared_bottom", "hidden_dims": []})
+        try:
+            tower_module = build_tower(
+                tower_spec.pop("name"),
+                hidden_size=model.config.hidden_size,
+                num_tasks=len(self.tasks),
+                num_regions=len(region_names),
+                region_mask=region_mask,
+                **tower_spec,
+            )
+        except KeyError as err:
+            raise ConfigError("tower.name is missing") from err
+        self.scorer = CrossEncoder(model, tower_module, pooling=encoder.get("pooling", "cls"))
+        self.model_regions = list(region_names)
+        self.uses_region_mask = bool(region_mask) and region_mask.get("name", "none") != "none"
+        # Data region id -> model region id; set for each dataset by ``use_data_regions``.
+        self.register_buffer("region_lookup", torch.arange(len(region_names)), persistent=False)
         self.metric_sets = torch.nn.ModuleDict()
 
     @property
@@ -98,12 +121,27 @@ class RankingModule(pl.LightningModule):
             getattr(self.trainer.datamodule, "region_names", None) if self._trainer else None
         )
         if region_names:
-            self.configure_metrics(region_names)
-        elif not self.metric_sets:  # no datamodule and nothing configured: one pseudo-region
-            self.configure_metrics(["all"])
+            self.use_data_regions(region_names)
+        elif not self.metric_sets:  # no datamodule and nothing configured: the model's regions
+            self.use_data_regions(self.model_regions)
 
-    def configure_metrics(self, region_names: Sequence[str]) -> None:
-        """(Re)build the val/test metric sets for the regions of the data being evaluated."""
+    def use_data_regions(self, region_names: Sequence[str]) -> None:
+        """Prepare for data whose region ids index ``region_names``: id mapping and metric sets.
+
+        Raises:
+            DataValidationError: The data has regions the model was not trained on and the model
+                has a region mask.
+        """
+        index = {name: i for i, name in enumerate(self.model_regions)}
+        unseen = [name for name in region_names if name not in index]
+        if unseen and self.uses_region_mask:
+            raise DataValidationError(
+                f"region(s) {unseen} were not in the training data (model regions: "
+                f"{self.model_regions}); a region-masked model cannot score them"
+            )
+        self.region_lookup = torch.tensor(
+            [index.get(name, 0) for name in region_names], device=self.device
+        )
         self.region_names = list(region_names)
         for stage in EVAL_STAGES:
             self.metric_sets[stage] = RankingMetricSet(
@@ -111,12 +149,19 @@ class RankingModule(pl.LightningModule):
             ).to(self.device)
 
     # ------------------------------------------------------------------ steps
+    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([B, L, K] scores, 0 at padded positions; the tower's auxiliary loss)``."""
+        return score_lists(self.scorer, batch, self.region_lookup[batch["region"]])
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scores ``[B, L, K]`` of a listwise batch (0 at padded positions)."""
-        return score_lists(self.scorer, batch)
+        return self.score(batch)[0]
 
     def compute_loss(
-        self, scores: torch.Tensor, batch: dict[str, torch.Tensor]
+        self,
+        scores: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        aux_loss: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         labels, mask = batch["labels"], batch["mask"]
         per_task = torch.stack(
@@ -127,10 +172,14 @@ class RankingModule(pl.LightningModule):
         )
         out = {f"{name}/loss": per_task[k] for k, name in enumerate(self.task_names)}
         out["loss"] = (self.task_weights * per_task).sum()
+        if aux_loss is not None:
+            out["aux_loss"] = aux_loss
+            out["loss"] = out["loss"] + aux_loss
         return out
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        losses = self.compute_loss(self(batch), batch)
+        scores, aux = self.score(batch)
+        losses = self.compute_loss(scores, batch, aux)
         batch_size = batch["mask"].shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
         if len(self.task_names) > 1:
@@ -140,8 +189,8 @@ class RankingModule(pl.LightningModule):
         return losses["loss"]
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        scores = self(batch)
-        losses = self.compute_loss(scores, batch)
+        scores, aux = self.score(batch)
+        losses = self.compute_loss(scores, batch, aux)
         self.log(f"{stage}/loss", losses["loss"], batch_size=batch["mask"].shape[0], sync_dist=True)
         self.metric_sets[stage].update(scores, batch["labels"], batch["mask"], batch["region"])
 

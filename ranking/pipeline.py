@@ -38,7 +38,7 @@ def _test_and_report(
 ) -> dict[str, Any]:
     """Test the model on ``split``, score the same lists at random, print and save both."""
     loader = datamodule.eval_dataloader(split)
-    module.configure_metrics(datamodule.region_names)
+    module.use_data_regions(datamodule.region_names)
     trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False)
     model_metrics = _scalars(trainer.callback_metrics, "test/")
     random_metrics = evaluate_scorer(
@@ -88,7 +88,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule = build_datamodule(cfg, tokenizer, [t["label"] for t in tasks])
     datamodule.setup("fit")
     log.info("Data (%s):\n%s", datamodule.source.name, datamodule.describe())
-    module = build_module(cfg)
+    module = build_module(cfg, datamodule.region_names)
     trainer = build_trainer(cfg)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

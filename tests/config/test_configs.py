@@ -18,6 +18,8 @@ GROUPS = [
     "data",
     "encoder",
     "model",
+    "tower",
+    "region_mask",
     "loss",
     "tasks",
     "trainer",
@@ -25,6 +27,7 @@ GROUPS = [
     "callbacks",
     "experiment",
 ]
+REGIONS = ["apac", "eu", "na"]
 
 
 def options(group: str) -> list[str]:
@@ -79,8 +82,8 @@ def test_option_composes_and_instantiates(make_cfg, tmp_path, group, option) -> 
         datamodule.setup()
         batch = next(iter(datamodule.eval_dataloader(next(iter(datamodule.lists)))))
         assert batch["labels"].shape[-1] == len(tasks)
-    if group in ("model", "encoder", "loss", "tasks", "experiment"):
-        module = build_module(cfg)
+    if group in ("model", "tower", "region_mask", "encoder", "loss", "tasks", "experiment"):
+        module = build_module(cfg, REGIONS)
         assert module.task_names == [t["name"] for t in tasks]
     if group == "loss":
         assert callable(build_loss(**plain(cfg.loss)))
@@ -111,7 +114,7 @@ def test_unknown_task_in_order_is_named(make_cfg) -> None:
 def test_unknown_loss_option_is_named(make_cfg) -> None:
     cfg = make_cfg("+loss.alhpa=3")
     with pytest.raises(ConfigError, match="alhpa"):
-        build_module(cfg)
+        build_module(cfg, REGIONS)
 
 
 def test_unknown_datamodule_key_is_named(make_cfg, tokenizer) -> None:
@@ -129,12 +132,12 @@ def test_unknown_generator_option_is_named(make_cfg, tokenizer) -> None:
 def test_bad_metric_spec_is_named(make_cfg) -> None:
     cfg = make_cfg("model.metrics=[ndcg@10,ndgc@5]")
     with pytest.raises(ConfigError, match="ndgc@5"):
-        build_module(cfg)
+        build_module(cfg, REGIONS)
 
 
 def test_a_task_can_have_its_own_loss(make_cfg) -> None:
     cfg = make_cfg("loss=listnet", "tasks.catalog.relevance.loss={name: mse}")
-    module = build_module(cfg)
+    module = build_module(cfg, REGIONS)
     names = dict(
         zip(module.task_names, (loss.func.__name__ for loss in module.losses), strict=True)
     )

@@ -130,3 +130,22 @@ def test_cli_data_file_missing_column_fails_with_one_line(tmp_path) -> None:
         "query_id, query, product_id, region, purchase"
     ]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("tower", ["shared_bottom", "mmoe", "seq"])
+@pytest.mark.parametrize("region_mask", ["none", "feature"])
+def test_every_tower_and_mask_trains_in_fast_dev_run(make_cfg, tower, region_mask) -> None:
+    cfg = make_cfg(
+        f"tower={tower}",
+        f"region_mask={region_mask}",
+        "trainer.fast_dev_run=true",
+        "callbacks=none",
+        "logger=none",
+        "test_after_fit=false",
+    )
+    _, objects = train(cfg)
+    module = objects["module"]
+    assert objects["trainer"].state.finished and objects["trainer"].global_step == 1
+    assert module.uses_region_mask == (region_mask == "feature")
+    batch = next(iter(objects["datamodule"].eval_dataloader("val")))
+    assert module(batch).shape[-1] == 4  # relevance, click, add_to_cart, purchase

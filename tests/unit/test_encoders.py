@@ -70,9 +70,13 @@ def test_pooling() -> None:
 
 
 def test_score_lists_ignores_padding_and_matches_per_item_scoring() -> None:
+    from ranking.towers import build_tower
+
     torch.manual_seed(0)
     tokenizer = load_tokenizer(TINY)
-    scorer = CrossEncoder(load_encoder_model(TINY, len(tokenizer)), num_tasks=2).eval()
+    encoder = load_encoder_model(TINY, len(tokenizer))
+    tower = build_tower("shared_bottom", hidden_size=16, num_tasks=2, num_regions=2, hidden_dims=[])
+    scorer = CrossEncoder(encoder, tower).eval()
     enc = tokenizer(
         ["red shoes", "red shoes", "bag"],
         ["red shoe", "a much longer title here", "tote"],
@@ -89,8 +93,36 @@ def test_score_lists_ignores_padding_and_matches_per_item_scoring() -> None:
             batch[k][b, i, : enc[k].shape[1]] = enc[k][row]
     batch["mask"] = torch.tensor([[True, True], [True, False]])
     with torch.no_grad():
-        scores = score_lists(scorer, batch)
-        direct = scorer(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
-    assert scores.shape == (2, 2, 2)
+        scores, aux = score_lists(scorer, batch, region=torch.tensor([0, 1]))
+        direct = scorer(
+            enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], torch.tensor([0, 0, 1])
+        ).scores
+    assert scores.shape == (2, 2, 2) and float(aux) == 0.0
     torch.testing.assert_close(scores[batch["mask"]], direct, atol=1e-5, rtol=1e-5)
     assert torch.equal(scores[1, 1], torch.zeros(2))
+
+
+def _module(region_mask):
+    from ranking.module import RankingModule
+
+    return RankingModule(
+        encoder=TINY,
+        tasks=[{"name": "purchase", "label": "purchase"}],
+        loss={"name": "listnet"},
+        region_mask=region_mask,
+        region_names=["eu", "na"],
+    )
+
+
+def test_unseen_region_is_refused_by_a_region_masked_model() -> None:
+    from ranking.errors import DataValidationError
+
+    module = _module({"name": "feature"})
+    with pytest.raises(DataValidationError, match=r"\['jp'\] were not in the training data"):
+        module.use_data_regions(["eu", "jp"])
+
+
+def test_unseen_region_falls_back_to_region_zero_without_a_mask() -> None:
+    module = _module(None)
+    module.use_data_regions(["na", "jp", "eu"])
+    assert module.region_lookup.tolist() == [1, 0, 0]
