@@ -135,6 +135,19 @@ def test_bad_metric_spec_is_named(make_cfg) -> None:
         build_module(cfg, REGIONS)
 
 
+def test_default_tasks_train_relevance_with_listnet(make_cfg) -> None:
+    module = build_module(make_cfg(), REGIONS)
+    names = dict(
+        zip(module.task_names, (loss.func.__name__ for loss in module.losses), strict=True)
+    )
+    assert names == {
+        "relevance": "listnet",
+        "click": "approx_ndcg",
+        "add_to_cart": "approx_ndcg",
+        "purchase": "approx_ndcg",
+    }
+
+
 def test_a_task_can_have_its_own_loss(make_cfg) -> None:
     cfg = make_cfg("loss=listnet", "tasks.catalog.relevance.loss={name: mse}")
     module = build_module(cfg, REGIONS)
