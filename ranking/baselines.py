@@ -28,9 +28,18 @@ def evaluate_scorer(
     region_names: list[str],
     metrics: list[str],
     stage: str,
+    draws: int = 1,
 ) -> dict[str, float]:
-    """Metrics of ``score`` over ``batches``, named like the model's (``{stage}/{task}/...``)."""
+    """Metrics of ``score`` over ``batches``, named like the model's (``{stage}/{task}/...``).
+
+    Args:
+        draws: Score every batch this many times and average; for a random scorer this estimates
+            the *expected* metric of a random ranking instead of one noisy draw.
+    """
     metric_set = RankingMetricSet(task_names, region_names, metrics)
     for batch in batches:
-        metric_set.update(score(batch), batch["labels"], batch["mask"], batch["region"])
-    return metric_set.compute(stage)
+        for _ in range(draws):
+            metric_set.update(score(batch), batch["labels"], batch["mask"], batch["region"])
+    values = metric_set.compute(stage)
+    # Counts of lists, not means: each list was added ``draws`` times.
+    return {k: v / draws if k.endswith("/lists") else v for k, v in values.items()}

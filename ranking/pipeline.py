@@ -20,6 +20,7 @@ from ranking.report import print_tables, write_json
 log = logging.getLogger(__name__)
 
 TABLE_METRICS = ("ndcg@10",)
+RANDOM_DRAWS = 20  # the random baseline is the mean over this many random rankings of each list
 
 
 def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -48,6 +49,7 @@ def _test_and_report(
         datamodule.region_names,
         list(module.hparams.metrics),
         stage="test",
+        draws=RANDOM_DRAWS,
     )
     results = {"model": model_metrics, "random": random_metrics}
     metrics_in_table = [m for m in TABLE_METRICS if m in module.hparams.metrics] or [

@@ -77,3 +77,16 @@ def test_random_baseline_is_seeded_and_uses_the_same_metrics() -> None:
     other = evaluate_scorer(batches, random_scorer(1, seed=8), *args)
     assert first == again and first != other
     assert first["test/purchase/lists"] == 8
+
+
+def test_random_baseline_averages_draws_and_keeps_list_counts() -> None:
+    b = batch()
+    batches = [{"mask": b["mask"], "labels": b["labels"], "region": b["region"]}]
+    args = (["purchase"], ["us", "de"], ["mrr@10"], "test")
+    mean = evaluate_scorer(batches, random_scorer(1, seed=0), *args, draws=4)
+    # The same generator stream, one draw per call: the averaged result is their mean.
+    score = random_scorer(1, seed=0)
+    single = [evaluate_scorer(batches, score, *args)["test/purchase/mrr@10"] for _ in range(4)]
+    assert len(set(single)) > 1  # the draws differ
+    assert mean["test/purchase/mrr@10"] == pytest.approx(sum(single) / 4)
+    assert mean["test/purchase/lists"] == 2  # counted once, not once per draw
