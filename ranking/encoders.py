@@ -100,11 +100,32 @@ def load_encoder_model(spec: Mapping[str, Any], vocab_size: int) -> nn.Module:
     if source == "random":
         size = dict(spec.get("architecture") or {})
         config = BertConfig(vocab_size=vocab_size, **size)
-        return BertModel(config, add_pooling_layer=False)
+        model = BertModel(config, add_pooling_layer=False)
+        if spec.get("matching_init_scale"):
+            matching_attention_init(model, float(spec["matching_init_scale"]))
+        return model
     path = _model_dir(spec)
     _check_dir(path, need_weights=True, key=f"encoder ({source})")
     config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     return AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
+
+
+def matching_attention_init(model: nn.Module, scale: float) -> None:
+    """Start every self-attention layer with equal, ``scale``-times larger query and key weights.
+
+    With ``W_Q = W_K = W``, ``q_i · k_j = e_i^T W W^T e_j`` and ``W W^T`` is positive
+    semi-definite, so from the first step a token attends more to tokens that share its word
+    embedding than to others: a product token finds its copy in the query before any training.
+    ``scale`` sharpens that preference. A randomly initialised cross-encoder otherwise has to
+    discover matching by itself and sits on a plateau of near-constant scores until it does. Only
+    the initial values are tied; both projections train freely.
+    """
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith("attention.self"):
+                module.query.weight.mul_(scale)
+                module.key.weight.copy_(module.query.weight)
+                module.key.bias.copy_(module.query.bias)
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -126,3 +126,48 @@ def test_unseen_region_falls_back_to_region_zero_without_a_mask() -> None:
     module = _module(None)
     module.use_data_regions(["na", "jp", "eu"])
     assert module.region_lookup.tolist() == [1, 0, 0]
+
+
+def test_matching_attention_init_ties_and_scales_query_and_key() -> None:
+    torch.manual_seed(0)
+    plain = load_encoder_model(TINY, vocab_size=100)
+    torch.manual_seed(0)
+    tied = load_encoder_model({**TINY, "matching_init_scale": 5.0}, vocab_size=100)
+    attn, plain_attn = tied.encoder.layer[0].attention.self, plain.encoder.layer[0].attention.self
+    assert torch.equal(attn.key.weight, attn.query.weight)
+    torch.testing.assert_close(attn.query.weight, 5.0 * plain_attn.query.weight)
+
+
+def _copy_attention_ratio(spec: dict, seed: int) -> float:
+    """Mean layer-0 attention from each product word to its copy in the query, over the mean
+    attention to the other query words (8 distinct words, the product side reversed)."""
+    words = ["red", "backpack", "jacket", "coffee", "maker", "blue", "shoes", "denim"]
+    tokenizer = load_tokenizer(spec)
+    enc = tokenizer(" ".join(words), " ".join(reversed(words)), return_tensors="pt")
+    n = len(words)
+    assert enc["input_ids"].shape[1] == 2 * n + 3  # every word is one WordPiece
+    torch.manual_seed(seed)
+    model = load_encoder_model(spec, vocab_size=len(tokenizer)).eval()
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        probs = model(**enc, output_attentions=True).attentions[0][0].mean(0)  # [T, T]
+    query, product = range(1, n + 1), range(n + 2, 2 * n + 2)
+    copy = [probs[product[i], query[n - 1 - i]] for i in range(n)]
+    other = [probs[product[i], query[j]] for i in range(n) for j in range(n) if j != n - 1 - i]
+    return float(torch.stack(copy).mean() / torch.stack(other).mean())
+
+
+def test_matching_attention_init_makes_product_words_attend_to_their_query_copies() -> None:
+    arch = {
+        "hidden_size": 128,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 256,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    }
+    plain = {"source": "random", "architecture": arch}
+    tied = {**plain, "matching_init_scale": 5.0}
+    for seed in range(3):
+        assert 0.8 < _copy_attention_ratio(plain, seed) < 1.25  # no preference at random init
+        assert _copy_attention_ratio(tied, seed) > 3.0  # a clear preference for the copy
