@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from ranking.errors import ShoprankError
-
-log = logging.getLogger("shoprank")
 
 
 def run_or_exit(fn: Callable[..., Any], *args: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,8 +10,6 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from ranking.errors import ConfigError, ShoprankError
-
-log = logging.getLogger(__name__)
 
 
 def plain(node: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,8 +15,6 @@ from ranking.errors import ConfigError, DataValidationError
 from ranking.losses import build_loss
 from ranking.metric_set import RankingMetricSet, parse_metric
 from ranking.towers import build_tower
-
-log = logging.getLogger(__name__)
 
 EVAL_STAGES = ("val", "test")
 
