@@ -22,13 +22,17 @@ def test_default_experiment_beats_random_on_every_task_and_region(make_cfg) -> N
 @pytest.mark.slow
 def test_minilm_trains_offline_for_a_few_steps(make_cfg, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # `python -m experiments.train encoder=minilm_l6 trainer.max_steps=5` on the default data,
+    # with evaluation cut to two batches to keep the test short.
     cfg = make_cfg(
         "encoder=minilm_l6",
         "trainer.max_steps=5",
         "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=2",
         "logger=none",
-        "callbacks=none",
+        "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false",
+        tiny=False,
     )
     metrics, objects = train(cfg)
     assert objects["trainer"].global_step == 5
