@@ -59,7 +59,12 @@ class FileSource:
                     infer_schema_length=10000,
                 )
         except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as err:
-            raise DataValidationError(f"{self.path}: cannot be read as {kind}: {err}") from err
+            hint = ""
+            if "utf-8" in str(err).lower() or isinstance(err, UnicodeDecodeError):
+                hint = f" (the file is not {self.encoding}: set data.encoding, e.g. latin-1)"
+            raise DataValidationError(
+                f"{self.path}: cannot be read as {kind}: {err}{hint}"
+            ) from err
         missing = [c for c in self.rename if c not in df.columns]
         if missing:
             raise DataValidationError(f"{self.path}: data.rename names absent column(s) {missing}")
