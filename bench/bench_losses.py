@@ -29,12 +29,14 @@ Timings on a shared machine are noisy: compare ratios within one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,20 @@ def time_step(fn, inputs, device: torch.device, warmup: int, repeats: int) -> fl
     return statistics.median(times)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Drop what native code writes to fd 2 (the profiler's ``USDT: profiler_start`` lines)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_bytes(fn, inputs, device: torch.device) -> int:
     """Peak live tensor bytes allocated during one forward+backward (see module docstring)."""
     if device.type == "cuda":
@@ -96,7 +112,10 @@ def peak_bytes(fn, inputs, device: torch.device) -> int:
         _step(fn, *inputs)
         _sync(device)
         return torch.cuda.max_memory_allocated(device) - before
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        _native_stderr_silenced(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         _step(fn, *inputs)
     deltas = sorted(
         (event.time_range.start, event.self_cpu_memory_usage)
