@@ -43,7 +43,7 @@ def _test_and_report(
     trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False)
     model_metrics = _scalars(trainer.callback_metrics, "test/")
     random_metrics = evaluate_scorer(
-        datamodule.eval_dataloader(split),
+        loader,
         random_scorer(len(module.task_names), seed),
         module.task_names,
         datamodule.region_names,

@@ -135,11 +135,17 @@ def test_bad_metric_spec_is_named(make_cfg) -> None:
         build_module(cfg, REGIONS)
 
 
+def loss_names(module) -> dict[str, str]:
+    """Task name -> name of the loss function that trains it."""
+    return {
+        name: loss.func.__name__
+        for name, loss in zip(module.task_names, module.losses, strict=True)
+    }
+
+
 def test_default_tasks_train_relevance_with_listnet(make_cfg) -> None:
     module = build_module(make_cfg(), REGIONS)
-    names = dict(
-        zip(module.task_names, (loss.func.__name__ for loss in module.losses), strict=True)
-    )
+    names = loss_names(module)
     assert names == {
         "relevance": "listnet",
         "click": "approx_ndcg",
@@ -151,9 +157,7 @@ def test_default_tasks_train_relevance_with_listnet(make_cfg) -> None:
 def test_a_task_can_have_its_own_loss(make_cfg) -> None:
     cfg = make_cfg("loss=listnet", "tasks.catalog.relevance.loss={name: mse}")
     module = build_module(cfg, REGIONS)
-    names = dict(
-        zip(module.task_names, (loss.func.__name__ for loss in module.losses), strict=True)
-    )
+    names = loss_names(module)
     assert names == {
         "relevance": "mse",
         "click": "listnet",
