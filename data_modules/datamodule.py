@@ -40,8 +40,9 @@ class ListwiseDataModule(pl_light.LightningDataModule):
 
     Args:
         source: Where the canonical table comes from.
-        tokenizer: Tokenizer of the encoder that will score the pairs.
-        label_columns: One label column per task, in task order.
+        tokenizer: Tokenizer of the encoder that will score the pairs (needed by ``setup``; a
+            DataModule built without one still gives its ``source``, e.g. for pretraining).
+        label_columns: One label column per task, in task order (needed by ``setup``).
         max_length: Maximum tokens per (query, product) pair.
         max_list_size: Cap on training lists (positives kept first); ``None``: whole lists.
         eval_max_list_size: Cap on val/test lists; ``None`` (default) evaluates whole lists.
@@ -60,8 +61,8 @@ class ListwiseDataModule(pl_light.LightningDataModule):
     def __init__(
         self,
         source: TableSource,
-        tokenizer: PreTrainedTokenizerBase,
-        label_columns: Sequence[str],
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        label_columns: Sequence[str] | None = None,
         max_length: int = 64,
         max_list_size: int | None = None,
         eval_max_list_size: int | None = None,
@@ -76,7 +77,7 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         region_in_query: bool = True,
     ) -> None:
         super().__init__()
-        if not label_columns:
+        if label_columns is not None and not label_columns:
             raise ConfigError("tasks.order is empty: name at least one task")
         for name, value in (("data.batch_size", batch_size), ("data.max_length", max_length)):
             if value < 1:
@@ -85,7 +86,7 @@ class ListwiseDataModule(pl_light.LightningDataModule):
             raise ConfigError(f"data.max_list_size must be >= 2 or null, got {max_list_size}")
         self.source = source
         self.tokenizer = tokenizer
-        self.label_columns = list(label_columns)
+        self.label_columns = list(label_columns or [])
         self.max_length = max_length
         self.max_list_size = max_list_size
         self.eval_max_list_size = eval_max_list_size
@@ -105,6 +106,8 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         self.lists: dict[str, QueryLists] = {}
         self.tables: dict[str, pl.DataFrame] = {}
         self.drop_report: DropReport | None = None
+        # Raw (query, product) text of every pair row, for text baselines such as BM25.
+        self.pair_texts: pl.DataFrame | None = None
 
     # ------------------------------------------------------------------ building
     def _pair_texts(self, table: pl.DataFrame) -> tuple[list[str], list[str]]:
@@ -130,12 +133,17 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         """Load, validate, tokenise and split once; later calls are no-ops."""
         if self.tokens is not None:
             return
+        if self.tokenizer is None or not self.label_columns:
+            raise ConfigError("ListwiseDataModule.setup needs a tokenizer and label columns")
         table, self.drop_report = validate_table(
             self.source.load(), self.source.name, self.label_columns
         )
         log.info(self.drop_report.summary())
         table = table.with_row_index("__pair")
         queries, products = self._pair_texts(table)
+        self.pair_texts = pl.DataFrame(
+            {"query": table.get_column("query").to_list(), "product": products}
+        )
         self.tokens = tokenize_pairs(
             self.tokenizer, queries, products, self.max_length, self.cache_dir
         )

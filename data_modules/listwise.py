@@ -144,7 +144,8 @@ class ListwiseCollator:
     Output (B lists, L = longest list in the batch, T = longest pair in the batch, K tasks):
         ``input_ids``/``token_type_ids``/``attention_mask``: ``[B, L, T]`` int64,
         ``mask``: ``[B, L]`` bool (True = real item), ``labels``: ``[B, L, K]`` float32
-        (0 at padding), ``region``: ``[B]`` int64, ``list_index``: ``[B]`` int64.
+        (0 at padding), ``region``: ``[B]`` int64, ``list_index``: ``[B]`` int64 (index of the
+        list in its split), ``rows``: ``[B, L]`` int64 (pair row of each item, -1 at padding).
     """
 
     def __init__(self, tokens: TokenizedPairs, pad_token_id: int) -> None:
@@ -161,11 +162,13 @@ class ListwiseCollator:
         type_ids = np.zeros((batch_size, list_len, seq_len), dtype=np.int64)
         attention = np.zeros((batch_size, list_len, seq_len), dtype=np.int64)
         mask = np.zeros((batch_size, list_len), dtype=bool)
+        rows = np.full((batch_size, list_len), -1, dtype=np.int64)
         labels = np.zeros((batch_size, list_len, num_tasks), dtype=np.float32)
         offsets = self.tokens.offsets
         for b, item in enumerate(items):
             n = len(item["rows"])
             mask[b, :n] = True
+            rows[b, :n] = item["rows"]
             labels[b, :n] = item["labels"]
             for i, row in enumerate(item["rows"]):
                 start, end = offsets[row], offsets[row + 1]
@@ -180,4 +183,5 @@ class ListwiseCollator:
             "labels": torch.from_numpy(labels),
             "region": torch.tensor([item["region"] for item in items], dtype=torch.int64),
             "list_index": torch.tensor([item["list_index"] for item in items], dtype=torch.int64),
+            "rows": torch.from_numpy(rows),
         }

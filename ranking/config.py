@@ -52,6 +52,11 @@ def build_datamodule(cfg: DictConfig, tokenizer: Any, label_columns: list[str]) 
     return instantiate(cfg.data, "data", tokenizer=tokenizer, label_columns=label_columns)
 
 
+def build_source(cfg: DictConfig) -> Any:
+    """The table source of ``cfg.data`` (for uses that need the rows but no tokenised lists)."""
+    return instantiate(cfg.data, "data").source
+
+
 def build_module(cfg: DictConfig, region_names: list[str]) -> Any:
     """The LightningModule of ``cfg.model`` with its encoder, tasks, loss, tower and region mask."""
     return instantiate(

@@ -163,3 +163,16 @@ def test_product_text_field_typo_is_named(tokenizer, tmp_path) -> None:
 def test_bad_sizes_are_named(tokenizer, tmp_path) -> None:
     with pytest.raises(ConfigError, match="max_list_size"):
         make_dm(tokenizer, tmp_path, max_list_size=1)
+
+
+def test_batches_carry_pair_rows_and_raw_texts(tokenizer, tmp_path):
+    dm = make_dm(tokenizer, tmp_path)
+    batch = next(iter(dm.test_dataloader()))
+    rows, mask = batch["rows"], batch["mask"]
+    assert rows.shape == mask.shape
+    assert bool((rows[~mask] == -1).all()) and bool((rows[mask] >= 0).all())
+    # Row ids point at the same pairs the labels came from.
+    labels = torch.from_numpy(dm.labels)[rows[mask]]
+    assert torch.equal(labels, batch["labels"][mask])
+    assert dm.pair_texts.height == dm.labels.shape[0]
+    assert not any(" | " in q for q in dm.pair_texts.get_column("query").head(5).to_list())
