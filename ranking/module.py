@@ -12,6 +12,7 @@ from transformers import get_linear_schedule_with_warmup
 from ranking.cross_encoder import CrossEncoder, score_lists
 from ranking.encoders import load_encoder_model, load_tokenizer
 from ranking.errors import ConfigError, DataValidationError
+from ranking.loss_weighting import build_loss_weighting
 from ranking.losses import build_loss
 from ranking.metric_set import RankingMetricSet, parse_metric
 from ranking.towers import build_tower
@@ -36,8 +37,9 @@ class RankingModule(pl.LightningModule):
     """A cross-encoder trained with one listwise loss per task, evaluated per task and region.
 
     Every constructor argument is a plain value (no modules), so ``load_from_checkpoint`` rebuilds
-    the model without Hydra. Loss of a batch: ``sum_k w_k * loss_k(scores[..., k], labels[..., k],
-    mask) + aux`` where ``aux`` is the tower's own term (e.g. SEQ's descending regulariser).
+    the model without Hydra. Loss of a batch: ``weighting(loss_k(scores[..., k], labels[..., k],
+    mask)) + aux`` where the weighting is static (``sum_k w_k * loss_k``) or learned (uncertainty)
+    and ``aux`` is the tower's own term (e.g. SEQ's descending regulariser).
 
     Regions: the model knows the regions it was trained on (``region_names``). Data from a region
     it has not seen is refused when the tower has a region mask (the mask has no gate for it);
@@ -56,6 +58,9 @@ class RankingModule(pl.LightningModule):
         region_mask: ``{name: feature, **options}`` for the MD region mask; ``None`` or
             ``{name: none}`` for none.
         region_names: The training data's regions, in id order.
+        loss_weighting: ``{name: static}`` (default: ``sum_k w_k * loss_k``) or ``{name:
+            uncertainty, init_log_variance}`` (Kendall et al., 2018; see
+            :mod:`ranking.loss_weighting`).
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class RankingModule(pl.LightningModule):
         tower: Mapping[str, Any] | None = None,
         region_mask: Mapping[str, Any] | None = None,
         region_names: Sequence[str] = ("all",),
+        loss_weighting: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -75,9 +81,10 @@ class RankingModule(pl.LightningModule):
         self.task_names = [t["name"] for t in self.tasks]
         for spec in metrics:
             parse_metric(spec)  # fail at construction on a typo, not after an epoch
-        self.losses = [build_loss(**dict(t["loss"] or loss)) for t in self.tasks]
-        self.register_buffer(
-            "task_weights", torch.tensor([float(t["weight"]) for t in self.tasks]), persistent=False
+        loss_specs = [dict(t["loss"] or loss) for t in self.tasks]
+        self.losses = [build_loss(**spec) for spec in loss_specs]
+        self.loss_weighting = build_loss_weighting(
+            loss_weighting, [float(t["weight"]) for t in self.tasks], loss_specs
         )
         self.optimizer_config = {
             "lr": 5e-4,
@@ -168,7 +175,9 @@ class RankingModule(pl.LightningModule):
             ]
         )
         out = {f"{name}/loss": per_task[k] for k, name in enumerate(self.task_names)}
-        out["loss"] = (self.task_weights * per_task).sum()
+        out["loss"] = self.loss_weighting(per_task)
+        for key, values in self.loss_weighting.log_values().items():
+            out.update({f"{name}/{key}": values[k] for k, name in enumerate(self.task_names)})
         if aux_loss is not None:
             out["aux_loss"] = aux_loss
             out["loss"] = out["loss"] + aux_loss

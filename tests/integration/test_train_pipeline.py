@@ -171,3 +171,20 @@ def test_cli_rename_and_encoding_reach_a_real_layout(tmp_path) -> None:
     # The override is accepted; what is still missing is named (adapters come with issue 5).
     errors = [line for line in renamed.stderr.splitlines() if line.startswith("error:")]
     assert errors and "missing required column(s) 'query_id', 'region'" in errors[0]
+
+
+def test_uncertainty_weighting_learns_its_log_variances(make_cfg) -> None:
+    cfg = make_cfg(
+        "model.loss_weighting.name=uncertainty",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "callbacks=none",
+        "logger=none",
+        "test_after_fit=false",
+    )
+    _, objects = train(cfg)
+    log_variance = objects["module"].loss_weighting.log_variance
+    assert log_variance.shape == (4,)
+    # Trained from 0: every task's log-variance moved (the gradient reaches it).
+    assert bool((log_variance.detach() != 0).all())
+    assert "train/purchase/weight" in objects["trainer"].callback_metrics
