@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from ranking.metric_set import RankingMetricSet
+from ranking.per_query import per_query_metrics, summarize
 
 ScoreFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
@@ -36,10 +36,7 @@ def evaluate_scorer(
         draws: Score every batch this many times and average; for a random scorer this estimates
             the *expected* metric of a random ranking instead of one noisy draw.
     """
-    metric_set = RankingMetricSet(task_names, region_names, metrics)
-    for batch in batches:
-        for _ in range(draws):
-            metric_set.update(score(batch), batch["labels"], batch["mask"], batch["region"])
-    values = metric_set.compute(stage)
-    # Counts of lists, not means: each list was added ``draws`` times.
-    return {k: v / draws if k.endswith("/lists") else v for k, v in values.items()}
+    table = per_query_metrics(
+        batches, {"scorer": (score, draws)}, task_names, region_names, metrics
+    )
+    return summarize(table, stage, task_names, region_names, metrics)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -61,23 +61,36 @@ class RankingMetricSet(nn.Module):
         return f"{task}__{spec.replace('@', '_at_')}"  # ModuleDict keys cannot hold '@' or '.'
 
     @torch.no_grad()
-    def update(
-        self, scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, region: torch.Tensor
-    ) -> None:
-        """Add a batch: scores/labels ``[B, L, K]``, mask ``[B, L]``, region ``[B]``."""
+    def per_list(
+        self, scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+    ) -> Iterator[tuple[str, str, torch.Tensor, torch.Tensor]]:
+        """Per-list values of a batch: ``(task, metric spec, kept [B] bool, values [kept])``.
+
+        ``kept`` marks the lists with a positive label for the task (the others are left out).
+        """
         for t, task in enumerate(self.task_names):
             task_labels = labels[..., t]
             has_positive = ((task_labels > 0) & mask).any(-1)
             if not has_positive.any():
                 continue
             s, y, m = scores[has_positive, :, t], task_labels[has_positive], mask[has_positive]
-            groups = region[has_positive]
             for spec, name, k in self.specs:
-                values = METRICS[name](s.float(), y.float(), m, k=k)
-                self.means[self._key(task, spec)].update(values, groups)
-            self.means[self._key(task, "lists")].update(
-                torch.ones_like(groups, dtype=torch.float), groups
-            )
+                yield task, spec, has_positive, METRICS[name](s.float(), y.float(), m, k=k)
+
+    @torch.no_grad()
+    def update(
+        self, scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, region: torch.Tensor
+    ) -> None:
+        """Add a batch: scores/labels ``[B, L, K]``, mask ``[B, L]``, region ``[B]``."""
+        counted: set[str] = set()
+        for task, spec, kept, values in self.per_list(scores, labels, mask):
+            groups = region[kept]
+            self.means[self._key(task, spec)].update(values, groups)
+            if task not in counted:
+                counted.add(task)
+                self.means[self._key(task, "lists")].update(
+                    torch.ones_like(groups, dtype=torch.float), groups
+                )
 
     def compute(self, stage: str) -> dict[str, float]:
         """All values by name; ``{stage}/{metric}`` is the mean over tasks."""

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
+import polars
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ranking.baselines import evaluate_scorer, random_scorer
+from callbacks.wandb_report import finish_wandb, log_resolved_config, log_result_tables
+from ranking.baselines import ScoreFn, random_scorer
 from ranking.config import build_datamodule, build_module, build_trainer, plain, task_list
 from ranking.encoders import load_tokenizer
 from ranking.errors import ConfigError
 from ranking.module import RankingModule
+from ranking.per_query import per_query_metrics, summarize, write_per_query
+from ranking.rankings import sample_rankings
 from ranking.report import print_tables, write_json
 
 log = logging.getLogger(__name__)
@@ -27,39 +34,123 @@ def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k.startswith(prefix)}
 
 
+def _model_scorer(module: RankingModule) -> ScoreFn:
+    """The trained model as a score function (eval mode, no autograd, on the module's device)."""
+
+    def score(batch: dict[str, Any]) -> torch.Tensor:
+        module.eval()
+        on_device = {
+            k: v.to(module.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+        }
+        with torch.inference_mode():
+            return module(on_device).float().cpu()
+
+    return score
+
+
+def _baseline_scorers(
+    names: Sequence[str], datamodule: Any, split: str, num_tasks: int, seed: int
+) -> dict[str, tuple[ScoreFn, int]]:
+    """``{name: (score_fn, draws)}`` for the configured ``baselines``."""
+    scorers: dict[str, tuple[ScoreFn, int]] = {}
+    for name in names:
+        if name == "random":
+            scorers[name] = (random_scorer(num_tasks, seed), RANDOM_DRAWS)
+            continue
+        from ranking.text_baselines import build_text_baseline
+
+        # Text outside the split is blanked: an encoder baseline then embeds only this split.
+        in_split = np.zeros(datamodule.pair_texts.height, dtype=bool)
+        for rows in datamodule.lists[split].rows:
+            in_split[rows] = True
+        texts = datamodule.pair_texts.with_columns(
+            polars.when(polars.Series(in_split))
+            .then(polars.col(c))
+            .otherwise(polars.lit(""))
+            .alias(c)
+            for c in ("query", "product")
+        )
+        scorers[name] = (build_text_baseline(name, texts, num_tasks), 1)
+    return scorers
+
+
 def _test_and_report(
     trainer: pl.Trainer,
     module: RankingModule,
     datamodule: Any,
     split: str,
     output_dir: Path,
-    seed: int,
+    cfg: DictConfig,
     ckpt_path: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Test the model on ``split``, score the same lists at random, print and save both."""
+    """Test the model on ``split``; score the same lists with the baselines; print and save.
+
+    Writes ``metrics.json`` (aggregates) and ``per_query.parquet`` (the value of every list for
+    the model and every baseline: the input of bootstrap intervals in ``experiments.compare``).
+    """
     loader = datamodule.eval_dataloader(split)
     module.use_data_regions(datamodule.region_names)
     trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False)
     model_metrics = _scalars(trainer.callback_metrics, "test/")
-    random_metrics = evaluate_scorer(
+    metric_specs = list(module.hparams.metrics)
+    scorers = {
+        "model": (_model_scorer(module), 1),
+        **_baseline_scorers(
+            list(cfg.get("baselines") or []),
+            datamodule,
+            split,
+            len(module.task_names),
+            cfg.seed,
+        ),
+    }
+    per_query = per_query_metrics(
         loader,
-        random_scorer(len(module.task_names), seed),
+        scorers,
         module.task_names,
         datamodule.region_names,
-        list(module.hparams.metrics),
-        stage="test",
-        draws=RANDOM_DRAWS,
+        metric_specs,
+        datamodule.lists[split].query_ids,
     )
-    results = {"model": model_metrics, "random": random_metrics}
-    metrics_in_table = [m for m in TABLE_METRICS if m in module.hparams.metrics] or [
-        module.hparams.metrics[0]
-    ]
+    write_per_query(per_query, output_dir / "per_query.parquet")
+    baselines = {
+        name: summarize(
+            per_query.filter(polars.col("scorer") == name),
+            "test",
+            module.task_names,
+            datamodule.region_names,
+            metric_specs,
+        )
+        for name in scorers
+        if name != "model"
+    }
+    results = {"model": model_metrics, **baselines}
+    metrics_in_table = [m for m in TABLE_METRICS if m in metric_specs] or [metric_specs[0]]
     print_tables(results, "test", module.task_names, datamodule.region_names, metrics_in_table)
+    report = cfg.get("report") or {}
+    rankings = sample_rankings(
+        scorers["model"][0],
+        datamodule,
+        split,
+        module.task_names,
+        num_queries=int(report.get("sample_queries", 8)),
+        top_k=int(report.get("top_k", 10)),
+        seed=cfg.seed,
+    )
+    rankings.write_csv(output_dir / "sample_rankings.csv")
+    log_result_tables(
+        trainer,
+        results,
+        "test",
+        module.task_names,
+        datamodule.region_names,
+        metric_specs,
+        rankings,
+    )
     payload = {
         "split": split,
         "test": model_metrics,
-        "baselines": {"random": random_metrics},
+        "baselines": baselines,
         "regions": datamodule.region_names,
         "tasks": module.task_names,
         "dropped": datamodule.drop_report.dropped if datamodule.drop_report else {},
@@ -71,15 +162,23 @@ def _test_and_report(
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fit a ranking model, test its best checkpoint, and report it beside a random baseline.
+    """Fit a ranking model, test its best checkpoint, and report it beside baselines.
 
     Writes into ``cfg.paths.output_dir``: ``config.yaml`` (resolved), ``checkpoints/``,
-    ``metrics.json``.
+    ``metrics.json``, ``per_query.parquet``, ``sample_rankings.csv``. A W&B run, if any, is
+    finished on return so that the next job of a multirun gets its own.
 
     Returns:
         ``(metrics, objects)``: the metrics payload (``metrics[cfg.monitor]`` is the best
         monitored value) and the datamodule, module and trainer.
     """
+    try:
+        return _train(cfg)
+    finally:
+        finish_wandb()
+
+
+def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +190,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule.setup("fit")
     log.info("Data (%s):\n%s", datamodule.source.name, datamodule.describe())
     module = build_module(cfg, datamodule.region_names)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, job_type="train")
+    log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     checkpoint = trainer.checkpoint_callback
@@ -117,7 +217,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             datamodule,
             "test",
             output_dir,
-            cfg.seed,
+            cfg,
             ckpt_path="best" if best_path else None,
             extra=extra,
         )
@@ -128,6 +228,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate a saved checkpoint on any data config (``split: all`` scores every list)."""
+    try:
+        return _evaluate(cfg)
+    finally:
+        finish_wandb()
+
+
+def _evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
     if not ckpt.is_file():
         raise ConfigError(f"ckpt_path: checkpoint {ckpt} does not exist")
@@ -142,8 +249,9 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     tokenizer = load_tokenizer(module.hparams.encoder)
     datamodule = build_datamodule(cfg, tokenizer, module.label_columns)
     datamodule.setup("test")
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, job_type="evaluate")
+    log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
     metrics = _test_and_report(
-        trainer, module, datamodule, split, output_dir, cfg.seed, extra={"checkpoint": str(ckpt)}
+        trainer, module, datamodule, split, output_dir, cfg, extra={"checkpoint": str(ckpt)}
     )
     return metrics, {"datamodule": datamodule, "module": module, "trainer": trainer}

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from ranking.module import RankingModule
+from ranking.per_query import summarize
 from ranking.pipeline import evaluate, train
 from tests.conftest import REPO
 
@@ -39,6 +40,28 @@ def test_train_writes_checkpoint_metrics_and_evaluate_reproduces(make_cfg, tmp_p
     assert saved["monitor"] == "val/ndcg@10" and 0.0 <= saved["val/ndcg@10"] <= 1.0
     ckpt = Path(saved["best_checkpoint"])
     assert ckpt.is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+
+    # per_query.parquet holds the values behind every mean: the model's rows summarise to exactly
+    # what trainer.test logged, and each baseline scored the same queries.
+    per_query = pl.read_parquet(out / "per_query.parquet")
+    module, datamodule = objects["module"], objects["datamodule"]
+    summary = summarize(
+        per_query.filter(pl.col("scorer") == "model"),
+        "test",
+        module.task_names,
+        datamodule.region_names,
+        list(module.hparams.metrics),
+    )
+    logged = {k: v for k, v in saved["test"].items() if k != "test/loss"}
+    assert summary == pytest.approx(logged)
+    for name in saved["baselines"]:
+        rows = per_query.filter(pl.col("scorer") == name)
+        model_rows = per_query.filter(pl.col("scorer") == "model")
+        assert (
+            rows.select("query_id", "task", "metric")
+            .sort(pl.all())
+            .equals(model_rows.select("query_id", "task", "metric").sort(pl.all()))
+        )
 
     # The checkpoint rebuilds the model without Hydra and scores like the tested (best) weights.
     loaded = RankingModule.load_from_checkpoint(str(ckpt), map_location="cpu").eval()
