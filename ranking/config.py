@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ranking.errors import ConfigError, ShoprankError
 
@@ -81,8 +84,49 @@ def _instantiate_group(group: DictConfig | None, key: str) -> list[Any]:
     ]
 
 
-def build_trainer(cfg: DictConfig, **overrides: Any) -> Any:
+# Overrides that say where a job writes, not what it runs: left out of run names.
+_NOT_IN_NAMES = ("paths.", "hydra.", "logger", "callbacks", "trainer.enable_progress_bar")
+
+
+def run_identity(cfg: DictConfig) -> dict[str, str]:
+    """``{"name", "group"}`` of the running job, for experiment trackers.
+
+    ``name``: the job's own command-line overrides (``tower=seq,region_mask=feature``), else
+    ``task_name``. ``group``: ``<task_name>/<sweep dir name>`` in a multirun (all jobs of one
+    sweep together), else the chosen ``experiment`` or ``task_name``.
+    """
+    name, group = str(cfg.task_name), str(cfg.task_name)
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        overrides = [
+            o for o in hydra_cfg.overrides.task if not o.lstrip("+~").startswith(_NOT_IN_NAMES)
+        ]
+        name = ",".join(overrides) or name
+        experiment = hydra_cfg.runtime.choices.get("experiment")
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            group = f"{cfg.task_name}/{Path(str(hydra_cfg.sweep.dir)).name}"
+        elif experiment and experiment != "null":
+            group = str(experiment)
+    return {"name": name, "group": group}
+
+
+def _fill_wandb(logger_cfg: DictConfig | None, cfg: DictConfig, job_type: str) -> None:
+    """Give W&B loggers the job's name, group and job type unless the config sets them."""
+    if not logger_cfg:
+        return
+    identity = run_identity(cfg)
+    for node in logger_cfg.values():
+        if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("WandbLogger"):
+            with open_dict(node):
+                for key, value in (*identity.items(), ("job_type", job_type)):
+                    if node.get(key) is None:
+                        node[key] = value
+
+
+def build_trainer(cfg: DictConfig, job_type: str = "train", **overrides: Any) -> Any:
+    """The Lightning Trainer with its callbacks and loggers (W&B: named after the job)."""
     callbacks = _instantiate_group(cfg.get("callbacks"), "callbacks")
+    _fill_wandb(cfg.get("logger"), cfg, job_type)
     loggers = _instantiate_group(cfg.get("logger"), "logger")
     return instantiate(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **overrides
