@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean
+.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -36,6 +36,17 @@ train: install  ## Train the default experiment (synthetic multi-region data, ti
 
 evaluate: install  ## Evaluate a checkpoint: make evaluate ARGS="ckpt_path=... data=..."
 	$(PY) -m experiments.evaluate $(ARGS)
+
+ABLATION_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
+ABLATION_DIR ?= logs/ablation/multiruns/$(ABLATION_STAMP)
+ablation: install  ## SEQ+MD ablation: tower x region mask multirun (CPU, < 30 min), then its table and plots
+	$(PY) -m experiments.train experiment=ablation hydra.sweep.dir=$(ABLATION_DIR) $(ARGS)
+	$(PY) -m experiments.compare $(ABLATION_DIR) --with random,bm25 \
+		--baseline tower=shared_bottom,region_mask=none --out experiments/results/ablation
+
+compare: install  ## Compare the runs of a sweep: make compare DIR=logs/<task>/multiruns/<date> [ARGS="--with random"]
+	@test -n "$(DIR)" || { echo "usage: make compare DIR=<multirun dir>"; exit 2; }
+	$(PY) -m experiments.compare $(DIR) $(ARGS)
 
 test: install  ## Fast test suite (what CI runs)
 	WANDB_MODE=disabled $(PY) -m pytest -m "not slow" -q $(ARGS)

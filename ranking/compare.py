@@ -119,30 +119,32 @@ def gather(runs: Sequence[Run], metric: str, baselines: Sequence[str] = ()) -> p
     (seed, query) since every run of a seed scored the same lists with it.
     """
     axes = swept_axes(runs)
-    frames = []
+    models, others = [], []
     for run in runs:
         rows = run.per_query.filter(pl.col("metric") == metric)
         if rows.height == 0:
             found = sorted(run.per_query.get_column("metric").unique().to_list())
             raise ConfigError(f"compare: {run.path} has no metric '{metric}' (found {found})")
         unit = pl.format("{}:{}", pl.lit(run.seed), pl.col("query_id")).alias("unit")
-        model = rows.filter(pl.col("scorer") == "model").with_columns(
-            pl.lit(variant_name(run.overrides, axes)).alias("variant"),
-            *[pl.lit(run.overrides.get(a, "<default>")).alias(a) for a in axes],
-            unit,
+        models.append(
+            rows.filter(pl.col("scorer") == "model").with_columns(
+                pl.lit(variant_name(run.overrides, axes)).alias("variant"),
+                *[pl.lit(run.overrides.get(a, "<default>")).alias(a) for a in axes],
+                unit,
+            )
         )
-        frames.append(model)
         for scorer in baselines:
             base = rows.filter(pl.col("scorer") == scorer)
             if base.height == 0:
                 raise ConfigError(f"compare: {run.path} has no baseline '{scorer}'")
-            frames.append(
+            others.append(
                 base.with_columns(
                     pl.lit(f"baseline:{scorer}").alias("variant"),
                     *[pl.lit("-").alias(a) for a in axes],
                     unit,
                 )
             )
+    frames = models + others  # model variants first, in job order; baselines last
     table = pl.concat(frames, how="vertical_relaxed").select(
         "variant", *axes, "unit", "region", "task", "value"
     )
