@@ -1,0 +1,684 @@
+"""Domain-adaptive pretraining: masked-LM on the product corpus before ranking fine-tuning.
+
+The multi-task BERT ranking and ListBERT papers both continue BERT's masked-LM objective on the
+shop's own text before fine-tuning (domain-adaptive pretraining; Gururangan et al., 2020, "Don't
+Stop Pretraining", ACL). ``pretrain(cfg)``:
+
+1. builds the corpus from the data adapter's canonical table: one text per product (title and
+   description joined by " ; ", as the ranking pairs join product fields), optionally the distinct
+   query strings; holds out ``val_fraction`` of it;
+2. optionally trains a WordPiece vocabulary on the training texts (``tokenizers``; random-init
+   encoders only);
+3. trains ``BertForMaskedLM`` (random init from the encoder spec) or ``AutoModelForMaskedLM`` (the
+   spec's pretrained weights) with ``DataCollatorForLanguageModeling`` (Devlin et al., 2019: 15 %
+   of tokens chosen; of those 80 % -> [MASK], 10 % -> a random token, 10 % kept);
+4. saves a Hugging Face directory (``config.json``, ``model.safetensors``, tokenizer files) that
+   ``encoder=local encoder.path=<dir>`` loads for fine-tuning, plus ``csv/metrics.csv`` (loss per
+   step), ``mlm_loss.png`` and ``pretrain_metrics.json``.
+
+The loop is a small LightningModule rather than a hand-written loop: Lightning gives the progress
+bar, per-step CSV logging, gradient clipping, the LR schedule per step and GPU/bf16
+(``pretrain.accelerator``, ``pretrain.precision``) with no code of ours, as in ranking training.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import polars as pls
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from torchmetrics.aggregation import MeanMetric
+from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    BertConfig,
+    BertForMaskedLM,
+    BertTokenizerFast,
+    DataCollatorForLanguageModeling,
+    PreTrainedModel,
+    get_linear_schedule_with_warmup,
+)
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from data_modules.schema import TEXT_COLUMNS
+from ranking.config import build_source, plain
+from ranking.encoders import load_tokenizer, matching_attention_init, minilm_package_dir
+from ranking.errors import ConfigError, DataValidationError, EncoderLoadError
+from ranking.report import write_json
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # label of tokens that carry no MLM loss (the Hugging Face convention)
+FIELD_SEPARATOR = " ; "  # how data_modules joins product fields into the product side of a pair
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+VAL_MASK_SEED_OFFSET = 1  # val masks use seed + 1, training masks seed + 2: never the same draws
+TRAIN_MASK_SEED_OFFSET = 2
+
+
+# --------------------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class PretrainOptions:
+    """The ``pretrain`` config node, checked once (see ``conf/pretrain.yaml`` for each key)."""
+
+    epochs: int = 10
+    max_steps: int = -1
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.06
+    mlm_probability: float = 0.15
+    whole_word_mask: bool = False
+    max_length: int = 64
+    text_fields: tuple[str, ...] = ("product_title", "product_description")
+    include_queries: bool = False
+    val_fraction: float = 0.05
+    train_tokenizer: bool = False
+    vocab_size: int = 8000
+    lowercase: bool = True
+    matching_init: bool = True
+    accelerator: str = "auto"
+    precision: str = "32-true"
+    progress_bar: bool = True
+    save_dir: str | None = None
+
+    @classmethod
+    def from_mapping(cls, node: Mapping[str, Any]) -> PretrainOptions:
+        """Build from a plain mapping; unknown keys and out-of-range values raise ConfigError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(node) - known)
+        if unknown:
+            raise ConfigError(f"pretrain has unknown key(s) {unknown}; valid: {sorted(known)}")
+        values = dict(node)
+        if "text_fields" in values:
+            values["text_fields"] = tuple(values["text_fields"] or ())
+        options = cls(**values)
+        options.check()
+        return options
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first ``pretrain.<key>`` whose value is out of range."""
+        rules = [
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("max_steps", self.max_steps == -1 or self.max_steps > 0, "-1 or > 0"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr > 0, "> 0"),
+            ("mlm_probability", 0 < self.mlm_probability < 1, "in (0, 1)"),
+            ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
+            ("warmup_fraction", 0 <= self.warmup_fraction < 1, "in [0, 1)"),
+            ("max_length", self.max_length >= 4, ">= 4"),
+            ("text_fields", bool(self.text_fields), "a non-empty list of columns"),
+            ("vocab_size", self.vocab_size > len(SPECIAL_TOKENS), f"> {len(SPECIAL_TOKENS)}"),
+        ]
+        for key, ok, expected in rules:
+            if not ok:
+                raise ConfigError(f"pretrain.{key} must be {expected}, got {getattr(self, key)!r}")
+
+
+# ---------------------------------------------------------------------------------------- corpus
+@dataclass(frozen=True)
+class Corpus:
+    """Distinct texts for masked-LM, products first, then queries (in table order)."""
+
+    texts: list[str]
+    products: int
+    queries: int
+
+
+def _text_column(table: pls.DataFrame, column: str, source: str, required: bool) -> pls.Series:
+    """``column`` as strings with nulls as ""; an empty required value names its first rows."""
+    values = table.get_column(column).cast(pls.Utf8).fill_null("").str.strip_chars()
+    if required:
+        empty = (values == "").arg_true().to_list()
+        if empty:
+            raise DataValidationError(
+                f"{source}: column '{column}' is empty or null in {len(empty)} row(s), "
+                f"first rows {empty[:5]}"
+            )
+    return values
+
+
+def build_corpus(
+    table: pls.DataFrame, source: str, text_fields: Sequence[str], include_queries: bool
+) -> Corpus:
+    """The masked-LM corpus of a canonical table.
+
+    One text per distinct ``product_id`` (its first row): the non-empty ``text_fields`` joined by
+    ``" ; "``; with ``include_queries`` also every distinct query string. Exact duplicate texts
+    are kept once.
+
+    Args:
+        table: Canonical table (``data_modules.schema``).
+        source: Its name, for error messages (file path or ``synthetic(seed=...)``).
+        text_fields: Product columns to join; ``product_title`` must be present and non-empty, an
+            absent optional text column (description, brand, colour) is skipped with a log line.
+        include_queries: Add the distinct queries as texts of their own.
+
+    Raises:
+        DataValidationError: A required column is missing or empty, or the corpus is empty.
+    """
+    if table.height == 0:
+        raise DataValidationError(f"{source}: the table has no rows, the corpus would be empty")
+    if "product_title" not in table.columns:
+        raise DataValidationError(f"{source}: missing required column 'product_title'")
+    present = []
+    for column in text_fields:
+        if column in table.columns:
+            present.append(column)
+        elif column in TEXT_COLUMNS:
+            log.info("%s: optional column '%s' absent, left out of the corpus", source, column)
+        else:
+            raise DataValidationError(
+                f"{source}: pretrain.text_fields names column '{column}', which the table lacks; "
+                f"columns found: {', '.join(table.columns)}"
+            )
+    if not present:
+        raise DataValidationError(
+            f"{source}: none of pretrain.text_fields {list(text_fields)} is a column of the table"
+        )
+    if "product_id" not in table.columns:
+        raise DataValidationError(f"{source}: missing required column 'product_id'")
+    # Checked on the whole table, so that the rows named in an error are the file's rows.
+    columns = [_text_column(table, c, source, required=c == "product_title") for c in present]
+    first_rows = table.select(pls.col("product_id").is_first_distinct()).to_series()
+    product_texts = [
+        FIELD_SEPARATOR.join(part for part in parts if part)
+        for parts in zip(*(c.filter(first_rows).to_list() for c in columns), strict=True)
+    ]
+    query_texts: list[str] = []
+    if include_queries:
+        if "query" not in table.columns:
+            raise DataValidationError(f"{source}: missing column 'query' (include_queries)")
+        queries = _text_column(table, "query", source, required=True)
+        query_texts = queries.unique(maintain_order=True).to_list()
+    texts = list(dict.fromkeys(t for t in [*product_texts, *query_texts] if t))
+    if not texts:
+        raise DataValidationError(f"{source}: the pretraining corpus is empty")
+    return Corpus(texts, products=len(product_texts), queries=len(query_texts))
+
+
+def split_corpus(
+    texts: Sequence[str], val_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """A seeded random split into ``(train, val)``; val gets ``round(n * val_fraction)``, >= 1.
+
+    Raises:
+        DataValidationError: Fewer than two texts while a validation share is asked for.
+    """
+    if val_fraction <= 0:
+        return list(texts), []
+    if len(texts) < 2:
+        raise DataValidationError(
+            f"the pretraining corpus has {len(texts)} text(s): too few to hold out "
+            f"pretrain.val_fraction={val_fraction} (set it to 0)"
+        )
+    order = np.random.default_rng(seed).permutation(len(texts))
+    n_val = min(max(1, round(len(texts) * val_fraction)), len(texts) - 1)
+    return [texts[i] for i in order[n_val:]], [texts[i] for i in order[:n_val]]
+
+
+# ------------------------------------------------------------------------------------- tokenizer
+def train_wordpiece(
+    texts: Sequence[str], vocab_size: int, lowercase: bool = True, model_max_length: int = 512
+) -> PreTrainedTokenizerBase:
+    """A BERT-style WordPiece tokenizer trained on ``texts`` (Hugging Face ``tokenizers``).
+
+    BERT normaliser and pre-tokeniser, ``[CLS] A [SEP]`` / ``[CLS] A [SEP] B [SEP]`` with segment
+    ids 0/1, so it encodes (query, product) pairs like the stock BERT tokenizer. The vocabulary
+    holds at most ``vocab_size`` entries (fewer when the corpus has fewer distinct pieces).
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import WordPieceTrainer
+
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    trainer = WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+    )
+    backend.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    if backend.get_vocab_size() < vocab_size:
+        log.warning(
+            "pretrain.vocab_size=%d: the corpus yields only %d WordPiece entries; using those",
+            vocab_size,
+            backend.get_vocab_size(),
+        )
+    return BertTokenizerFast(
+        tokenizer_object=backend,
+        do_lower_case=lowercase,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=model_max_length,
+    )
+
+
+def tokenize_texts(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, whole_word: bool
+) -> list[dict[str, list[int]]]:
+    """Token features per text for the MLM collator (truncated to ``max_length``).
+
+    Whole-word masking finds words from offsets, which the collator cannot pad, so those
+    features are padded to ``max_length`` here; otherwise batches are padded dynamically.
+    """
+    if not texts:
+        return []
+    encoded = tokenizer(
+        list(texts),
+        truncation=True,
+        max_length=max_length,
+        padding="max_length" if whole_word else False,
+        return_special_tokens_mask=True,
+        return_offsets_mapping=whole_word,
+    )
+    return [{key: encoded[key][i] for key in encoded} for i in range(len(texts))]
+
+
+# ----------------------------------------------------------------------------------------- model
+def _pretrained_dir(spec: Mapping[str, Any]) -> Path:
+    if spec.get("source") == "package":
+        return minilm_package_dir()
+    path = spec.get("path")
+    if not path or path == "???":
+        raise ConfigError("encoder.path must be set when encoder.source is 'path'")
+    path = Path(str(path)).expanduser()
+    if not (path / "config.json").is_file():
+        raise EncoderLoadError(f"encoder ({spec.get('source')}): {path} has no config.json")
+    return path
+
+
+def build_mlm_model(
+    spec: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, matching_init: bool = True
+) -> PreTrainedModel:
+    """The masked-LM model an encoder spec starts from.
+
+    ``source: random``: ``BertForMaskedLM`` of the spec's ``architecture`` and the tokenizer's
+    vocabulary size (with the ranking ``matching_init_scale`` only if ``matching_init``).
+    ``package``/``path``: ``AutoModelForMaskedLM`` from the directory; a checkpoint saved
+    without an MLM head (e.g. all-MiniLM-L6-v2) gets a freshly initialised head.
+    """
+    source = spec.get("source")
+    if source == "random":
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            **dict(spec.get("architecture") or {}),
+        )
+        model = BertForMaskedLM(config)
+        if matching_init and spec.get("matching_init_scale"):
+            matching_attention_init(model.bert, float(spec["matching_init_scale"]))
+        return model
+    if source not in ("package", "path"):
+        raise ConfigError(f"encoder.source must be random, package or path, got {source!r}")
+    path = _pretrained_dir(spec)
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            str(path), config=config, local_files_only=True, output_loading_info=True
+        )
+    except (OSError, ValueError) as err:
+        raise EncoderLoadError(
+            f"encoder ({source}): {path} cannot be loaded as a masked-LM model: {err}"
+        ) from err
+    if info.get("missing_keys"):
+        log.info(
+            "%s has no masked-LM head (%d tensors missing): the head starts randomly initialised",
+            path,
+            len(info["missing_keys"]),
+        )
+    return model
+
+
+def masked_lm_loss(model: PreTrainedModel, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the masked tokens (``labels != -100``) of a batch.
+
+    ``L = -(1/|M|) sum_{(b,t) in M} log softmax(W h_{b,t})[y_{b,t}]`` with M the masked positions.
+    For BERT the vocabulary projection runs on the masked states only ([|M|, H] instead of
+    [B, T, H]): the same value as ``model(**batch).loss`` with ~1/0.15 less work in the head,
+    which dominates a small encoder with a 30k vocabulary (tiny_bert, 1 CPU thread: 6-9x
+    faster training steps, measured). Other architectures use their own forward.
+    A batch without masked tokens gives 0 (it has no weight in the epoch means).
+    """
+    labels = batch["labels"]
+    selected = labels != IGNORE_INDEX
+    if not isinstance(model, BertForMaskedLM):
+        loss = model(**batch).loss
+        return loss if selected.any() else loss.nan_to_num(0.0)
+    hidden = model.bert(
+        input_ids=batch["input_ids"],
+        attention_mask=batch.get("attention_mask"),
+        token_type_ids=batch.get("token_type_ids"),
+    ).last_hidden_state
+    logits = model.cls(hidden[selected])
+    if not selected.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), labels[selected])
+
+
+class MaskedLMModule(pl.LightningModule):
+    """Lightning wrapper that trains a masked-LM model and tracks token-weighted epoch losses.
+
+    Logs ``train/mlm_loss`` and ``train/lr`` every step, ``train/mlm_loss_epoch`` and
+    ``val/mlm_loss`` per epoch (means over masked tokens, not over batches). ``history`` holds
+    ``{epoch: {"train/mlm_loss": ..., "val/mlm_loss": ...}}`` of the fit.
+
+    Args:
+        model: A Hugging Face masked-LM model.
+        lr: AdamW peak learning rate (linear warm-up over ``warmup_fraction`` of the steps,
+            then linear decay to 0).
+        weight_decay: AdamW weight decay (not on biases and LayerNorm weights).
+        warmup_fraction: Share of the optimiser steps spent warming up.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        lr: float,
+        weight_decay: float = 0.01,
+        warmup_fraction: float = 0.06,
+    ) -> None:
+        super().__init__()
+        # from_pretrained returns a model in eval mode and Lightning keeps submodule modes:
+        # without this, dropout of a pretrained encoder would stay off during training.
+        self.model = model.train()
+        self.save_hyperparameters(ignore=["model"])
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self.history: dict[int, dict[str, float]] = {}
+
+    def _step(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        return masked_lm_loss(self.model, batch), int((batch["labels"] != IGNORE_INDEX).sum())
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, count = self._step(batch)
+        self.train_loss.update(loss.detach(), count)
+        size = batch["input_ids"].shape[0]
+        self.log("train/mlm_loss", loss, on_step=True, prog_bar=True, batch_size=size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        loss, count = self._step(batch)
+        self.val_loss.update(loss, count)
+
+    def on_validation_epoch_end(self) -> None:
+        value = self.val_loss.compute()
+        self.val_loss.reset()
+        self.log("val/mlm_loss", value, prog_bar=True)
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.history.setdefault(self.current_epoch, {})["val/mlm_loss"] = float(value)
+
+    def on_train_epoch_end(self) -> None:
+        value = self.train_loss.compute()
+        self.train_loss.reset()
+        self.log("train/mlm_loss_epoch", value)
+        self.history.setdefault(self.current_epoch, {})["train/mlm_loss"] = float(value)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay, no_decay = [], []
+        for param in self.model.parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim < 2 else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(self.hparams.warmup_fraction * total), total
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+# ------------------------------------------------------------------------------------ data flow
+def fixed_masked_batches(
+    features: Sequence[Mapping[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    opts: PretrainOptions,
+    seed: int,
+) -> list[dict[str, torch.Tensor]]:
+    """Validation batches masked once with a seeded generator: every val pass sees the same
+    masks, so val losses of different epochs (and runs) are comparable."""
+    collator = _collator(tokenizer, opts, seed)
+    return [
+        collator(list(features[i : i + opts.batch_size]))
+        for i in range(0, len(features), opts.batch_size)
+    ]
+
+
+def _collator(
+    tokenizer: PreTrainedTokenizerBase, opts: PretrainOptions, seed: int
+) -> DataCollatorForLanguageModeling:
+    # Whole-word masking replaces every chosen word by [MASK] (the collator does not support the
+    # 10 % random replacement there); say so instead of letting it warn.
+    replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if opts.whole_word_mask else {}
+    return DataCollatorForLanguageModeling(
+        tokenizer,
+        mlm=True,
+        mlm_probability=opts.mlm_probability,
+        whole_word_mask=opts.whole_word_mask,
+        seed=seed,
+        **replace,
+    )
+
+
+# --------------------------------------------------------------------------------------- outputs
+def plot_loss_curve(csv_path: Path, png_path: Path) -> None:
+    """PNG of the per-step training MLM loss (raw and moving average) and val loss per epoch."""
+    from matplotlib.figure import Figure  # object API: no pyplot global state, no GUI backend
+
+    table = pls.read_csv(csv_path)
+    figure = Figure(figsize=(7, 4))
+    axes = figure.subplots()
+    if "train/mlm_loss" in table.columns:
+        train = table.filter(pls.col("train/mlm_loss").is_not_null())
+        steps, losses = train["step"].to_numpy(), train["train/mlm_loss"].to_numpy()
+        axes.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="train (step)")
+        window = max(1, len(losses) // 25)
+        if window > 1:
+            smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+            centre = steps[(window - 1) // 2 :][: len(smooth)]  # centred moving average
+            axes.plot(centre, smooth, color="tab:blue", label=f"train (mean of {window})")
+    if "val/mlm_loss" in table.columns:
+        val = table.filter(pls.col("val/mlm_loss").is_not_null())
+        axes.plot(
+            val["step"], val["val/mlm_loss"], "o-", color="tab:orange", label="val (fixed masks)"
+        )
+    axes.set_xlabel("optimiser step")
+    axes.set_ylabel("masked-LM loss (nats per masked token)")
+    axes.set_title("domain-adaptive pretraining")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=120)
+
+
+def _prepare_save_dir(opts: PretrainOptions, output_dir: Path) -> Path:
+    save_dir = Path(opts.save_dir).expanduser() if opts.save_dir else output_dir / "encoder"
+    if save_dir.exists() and any(save_dir.iterdir()):
+        raise ConfigError(
+            f"pretrain.save_dir: {save_dir} already holds files; choose an empty or new directory"
+        )
+    return save_dir
+
+
+def _tokenizer_for(
+    spec: Mapping[str, Any], opts: PretrainOptions, train_texts: Sequence[str]
+) -> PreTrainedTokenizerBase:
+    if not opts.train_tokenizer:
+        return load_tokenizer(spec)
+    if spec.get("source") != "random":
+        raise ConfigError(
+            f"pretrain.train_tokenizer=true needs a randomly initialised encoder "
+            f"(encoder.source=random, e.g. encoder=tiny_bert); encoder '{spec.get('name')}' "
+            f"has source '{spec.get('source')}', whose pretrained weights belong to its own "
+            "vocabulary"
+        )
+    if spec.get("tokenizer_path"):
+        raise ConfigError(
+            "pretrain.train_tokenizer=true trains a new vocabulary: leave encoder.tokenizer_path "
+            f"unset (it is {spec['tokenizer_path']!r})"
+        )
+    max_positions = int((spec.get("architecture") or {}).get("max_position_embeddings", 512))
+    return train_wordpiece(train_texts, opts.vocab_size, opts.lowercase, max_positions)
+
+
+def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Masked-LM pretraining of ``cfg.encoder`` on the corpus of ``cfg.data``.
+
+    Writes into ``cfg.paths.output_dir``: ``config.yaml``, ``csv/metrics.csv`` (loss per step,
+    val loss per epoch), ``mlm_loss.png``, ``pretrain_metrics.json`` and the model directory
+    ``pretrain.save_dir`` (default ``<output_dir>/encoder``).
+
+    Returns:
+        ``(metrics, objects)``: the payload of ``pretrain_metrics.json``
+        (``metrics["val/mlm_loss"]`` is the final validation loss, None without validation) and
+        the module, tokenizer, trainer and validation loader (fixed masks).
+    """
+    started = time.perf_counter()
+    opts = PretrainOptions.from_mapping(plain(cfg.pretrain))
+    spec = plain(cfg.encoder)
+    output_dir = Path(cfg.paths.output_dir)
+    save_dir = _prepare_save_dir(opts, output_dir)
+    if opts.train_tokenizer and spec.get("source") != "random":
+        _tokenizer_for(spec, opts, [])  # fail before loading any data
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    pl.seed_everything(cfg.seed, workers=True)
+
+    source = build_source(cfg)
+    corpus = build_corpus(source.load(), source.name, opts.text_fields, opts.include_queries)
+    train_texts, val_texts = split_corpus(corpus.texts, opts.val_fraction, cfg.seed)
+    tokenizer = _tokenizer_for(spec, opts, train_texts)
+    train_features = tokenize_texts(tokenizer, train_texts, opts.max_length, opts.whole_word_mask)
+    val_features = tokenize_texts(tokenizer, val_texts, opts.max_length, opts.whole_word_mask)
+    lengths = [sum(f["attention_mask"]) for f in train_features]
+    log.info(
+        "Corpus (%s): %d texts (%d products, %d queries), %d train / %d val, %d train tokens",
+        source.name,
+        len(corpus.texts),
+        corpus.products,
+        corpus.queries,
+        len(train_texts),
+        len(val_texts),
+        sum(lengths),
+    )
+
+    model = build_mlm_model(spec, tokenizer, opts.matching_init)
+    if len(tokenizer) > model.config.vocab_size:
+        raise EncoderLoadError(
+            f"encoder '{spec.get('name')}': its tokenizer has {len(tokenizer)} entries but the "
+            f"model only {model.config.vocab_size} embeddings"
+        )
+    module = MaskedLMModule(model, opts.lr, opts.weight_decay, opts.warmup_fraction)
+    train_loader = DataLoader(
+        train_features,
+        batch_size=opts.batch_size,
+        shuffle=True,
+        collate_fn=_collator(tokenizer, opts, cfg.seed + TRAIN_MASK_SEED_OFFSET),
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    val_batches = fixed_masked_batches(
+        val_features, tokenizer, opts, cfg.seed + VAL_MASK_SEED_OFFSET
+    )
+    val_loader = DataLoader(val_batches, batch_size=None) if val_batches else None
+    trainer = pl.Trainer(
+        accelerator=opts.accelerator,
+        devices=1,
+        precision=opts.precision,
+        max_epochs=opts.epochs,
+        max_steps=opts.max_steps,
+        logger=CSVLogger(save_dir=str(output_dir), name="csv", version=""),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=opts.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        gradient_clip_val=1.0,
+        default_root_dir=str(output_dir),
+        limit_val_batches=1.0 if val_loader is not None else 0,
+        # Validation inside fit runs under no_grad; standalone validate under inference mode
+        # would leave the loss accumulators as inference tensors that fit cannot update.
+        inference_mode=False,
+    )
+    initial_val = final_val = None
+    if val_loader is not None:
+        initial_val = float(trainer.validate(module, val_loader, verbose=False)[0]["val/mlm_loss"])
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    if val_loader is not None:
+        final_val = float(trainer.validate(module, val_loader, verbose=False)[0]["val/mlm_loss"])
+
+    save_dir.mkdir(parents=True, exist_ok=True)
+    module.model.save_pretrained(str(save_dir))
+    tokenizer.save_pretrained(str(save_dir))
+    csv_path = output_dir / "csv" / "metrics.csv"
+    if csv_path.is_file():
+        plot_loss_curve(csv_path, output_dir / "mlm_loss.png")
+
+    metrics: dict[str, Any] = {
+        "val/mlm_loss": final_val,  # None without a validation share
+        "val/mlm_loss_initial": initial_val,
+        "epochs": [{"epoch": e, **module.history[e]} for e in sorted(module.history)],
+        "steps": int(trainer.global_step),
+        "corpus": {
+            "source": source.name,
+            "texts": len(corpus.texts),
+            "products": corpus.products,
+            "queries": corpus.queries,
+            "train_texts": len(train_texts),
+            "val_texts": len(val_texts),
+            "train_tokens": int(sum(lengths)),
+            "truncated_train_texts": int(sum(n >= opts.max_length for n in lengths)),
+        },
+        "tokenizer": {
+            "trained": opts.train_tokenizer,
+            "vocab_size": len(tokenizer),
+            **({"requested_vocab_size": opts.vocab_size} if opts.train_tokenizer else {}),
+        },
+        "encoder": {
+            "name": spec.get("name"),
+            "source": spec.get("source"),
+            "parameters": sum(p.numel() for p in module.model.parameters()),
+        },
+        "save_dir": str(save_dir),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json(output_dir / "pretrain_metrics.json", metrics)
+    log.info(
+        "Encoder saved to %s; fine-tune it with:\n  python -m experiments.train encoder=local "
+        "encoder.path=%s",
+        save_dir,
+        save_dir,
+    )
+    objects = {
+        "module": module,
+        "tokenizer": tokenizer,
+        "trainer": trainer,
+        "val_loader": val_loader,
+    }
+    return metrics, objects
