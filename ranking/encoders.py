@@ -107,7 +107,10 @@ def load_encoder_model(spec: Mapping[str, Any], vocab_size: int) -> nn.Module:
     path = _model_dir(spec)
     _check_dir(path, need_weights=True, key=f"encoder ({source})")
     config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    return AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
+    model = AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
+    # from_pretrained returns eval mode and Lightning keeps a module's mode: fine-tuning would
+    # silently run without the checkpoint's dropout.
+    return model.train()
 
 
 def matching_attention_init(model: nn.Module, scale: float) -> None:

@@ -29,6 +29,8 @@ def test_minilm_loads_offline_from_the_package(monkeypatch) -> None:
     model = load_encoder_model(spec, vocab_size=len(tokenizer))
     assert model.config.hidden_size == 384 and model.config.num_hidden_layers == 6
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(22.7e6, rel=0.01)
+    # Returned in train mode: fine-tuning keeps the checkpoint's dropout.
+    assert model.training and all(m.training for m in model.modules())
 
 
 def test_tiny_bert_uses_a_real_wordpiece_vocabulary() -> None:
