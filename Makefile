@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 #   make install TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= dev,wandb
+EXTRAS ?= dev,wandb,sweeps
 ARGS ?=
 
 export WANDB_MODE ?= offline
@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare
+.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ install: $(VENV)/.installed  ## Create .venv and install shoprank (keeps the CPU
 
 train: install  ## Train the default experiment (synthetic multi-region data, tiny BERT, CPU); ARGS="key=value ..."
 	$(PY) -m experiments.train $(ARGS)
+
+pretrain: install  ## Domain-adaptive masked-LM pretraining on the product corpus; ARGS="key=value ..."
+	$(PY) -m experiments.pretrain $(ARGS)
 
 evaluate: install  ## Evaluate a checkpoint: make evaluate ARGS="ckpt_path=... data=..."
 	$(PY) -m experiments.evaluate $(ARGS)
@@ -50,6 +53,9 @@ compare: install  ## Compare the runs of a sweep: make compare DIR=logs/<task>/m
 
 test: install  ## Fast test suite (what CI runs)
 	WANDB_MODE=disabled $(PY) -m pytest -m "not slow" -q $(ARGS)
+
+test-ddp: install  ## Multirun x DDP regression tests (several processes, gloo on CPU, ~6 min)
+	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(PY) -m pytest -m "ddp" -q tests/integration/test_ddp_multirun.py $(ARGS)
 
 test-slow:  install ## Slow tests only (end-to-end training runs)
 	WANDB_MODE=disabled $(PY) -m pytest -m "slow" -q $(ARGS)

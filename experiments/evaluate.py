@@ -4,12 +4,13 @@ import hydra
 from omegaconf import DictConfig
 
 from ranking.cli import run_or_exit
+from ranking.launch import run_job
 from ranking.pipeline import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    run_or_exit(evaluate, cfg)
+    run_or_exit(run_job, evaluate, cfg)
 
 
 if __name__ == "__main__":

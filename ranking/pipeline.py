@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,11 @@ RANDOM_DRAWS = 20  # the random baseline is the mean over this many random ranki
 
 def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def _is_rank_zero() -> bool:
+    """Before the Trainer exists: rank from the environment Lightning gives DDP children."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
 def _model_scorer(module: RankingModule) -> ScoreFn:
@@ -93,6 +99,8 @@ def _test_and_report(
     module.use_data_regions(datamodule.region_names)
     trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False)
     model_metrics = _scalars(trainer.callback_metrics, "test/")
+    if not trainer.is_global_zero:  # DDP: metrics above are synced; rank 0 alone reports
+        return {"split": split, "test": model_metrics, **(extra or {})}
     metric_specs = list(module.hparams.metrics)
     scorers = {
         "model": (_model_scorer(module), 1),
@@ -182,7 +190,8 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if _is_rank_zero():
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     tasks = task_list(cfg)
     tokenizer = load_tokenizer(plain(cfg.encoder))
@@ -221,7 +230,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             ckpt_path="best" if best_path else None,
             extra=extra,
         )
-    else:
+    elif trainer.is_global_zero:
         write_json(output_dir / "metrics.json", extra)
     return metrics, {"datamodule": datamodule, "module": module, "trainer": trainer}
 
