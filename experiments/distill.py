@@ -1,0 +1,17 @@
+"""``python -m experiments.distill teacher_ckpt=<ckpt> [overrides]``: distil into a bi-encoder."""
+
+import hydra
+from omegaconf import DictConfig
+
+from ranking.cli import run_or_exit
+from ranking.distillation import distill
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="distill")
+def main(cfg: DictConfig) -> float:
+    metrics, _ = run_or_exit(distill, cfg)
+    return metrics[cfg.monitor]  # the value a Hydra sweeper optimises
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,636 @@
+"""Serving: rank each query's candidates with a checkpoint; TREC run + parquet; ONNX towers.
+
+* :func:`load_checkpoint` opens any shoprank checkpoint (cross-encoder or bi-encoder student) and
+  rebuilds it from its hyper-parameters alone.
+* A cross-encoder scores every (query, candidate) pair. A bi-encoder student encodes every product
+  once into a :class:`ProductIndex` (``[P, K, D]`` vectors saved as ``.npy`` with a parquet of
+  product ids, keyed by the checkpoint's bytes and the catalogue, and reused), then encodes each
+  query online and scores its candidates with one product of vectors.
+* :func:`write_trec_run` writes ``qid Q0 docid rank score run_name`` lines; :func:`predict`
+  also writes the scores of every task to parquet.
+* :func:`export_onnx` writes the student's query and product towers as ONNX graphs
+  (``torch.onnx.export``, dynamic batch and sequence axes) and checks them against PyTorch with
+  onnxruntime; :class:`OnnxBiEncoder` serves them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from ranking.bi_encoder import (
+    BiEncoder,
+    BiEncoderModule,
+    RaggedTokens,
+    StudentTexts,
+    is_bi_encoder_hparams,
+    pair_table,
+)
+from ranking.errors import ConfigError, DataValidationError
+from ranking.module import RankingModule
+
+log = logging.getLogger(__name__)
+
+KINDS = ("cross_encoder", "bi_encoder")
+BACKENDS = ("torch", "onnx")
+EncodeFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ids [N, T], mask [N, T]) -> [N, K, D]
+
+
+# ---------------------------------------------------------------------------------------- loading
+def checkpoint_kind(path: str | Path, key: str = "ckpt_path") -> str:
+    """``"cross_encoder"`` or ``"bi_encoder"``: what a shoprank checkpoint holds.
+
+    Raises:
+        ConfigError: The file is missing, is not a PyTorch checkpoint, or holds no shoprank
+            hyper-parameters; the message names ``key`` and the file.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{key}: checkpoint {path} does not exist")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise ConfigError(
+            f"{key}: {path} is not a PyTorch checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''})"
+        ) from err
+    hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
+    if not isinstance(hparams, dict) or "state_dict" not in raw or "tasks" not in hparams:
+        raise ConfigError(
+            f"{key}: {path} is not a shoprank model checkpoint (no state_dict or model "
+            "hyper-parameters); pass a checkpoint written by experiments.train or "
+            "experiments.distill"
+        )
+    return "bi_encoder" if is_bi_encoder_hparams(hparams) else "cross_encoder"
+
+
+def load_checkpoint(
+    path: str | Path, key: str = "ckpt_path", expect: str | None = None
+) -> RankingModule | BiEncoderModule:
+    """Rebuild a model from a checkpoint's hyper-parameters and weights (no Hydra), in eval mode.
+
+    Args:
+        path: The ``.ckpt`` file.
+        key: Config key quoted in errors (``ckpt_path``, ``teacher_ckpt``).
+        expect: ``cross_encoder`` or ``bi_encoder`` to refuse the other kind.
+
+    Raises:
+        ConfigError: Missing or unreadable file, or not the expected kind.
+    """
+    kind = checkpoint_kind(path, key)
+    if expect is not None and kind != expect:
+        raise ConfigError(f"{key}: {path} holds a {kind} model; a {expect} is needed here")
+    cls = BiEncoderModule if kind == "bi_encoder" else RankingModule
+    return cls.load_from_checkpoint(str(Path(path).expanduser()), map_location="cpu").eval()
+
+
+class LabelsOptional:
+    """A table source whose missing label columns are filled with 0 (prediction needs no labels).
+
+    Args:
+        source: The wrapped :class:`data_modules.sources.TableSource`.
+        label_columns: The model's label columns.
+    """
+
+    def __init__(self, source: Any, label_columns: Sequence[str]) -> None:
+        self.source = source
+        self.name = source.name
+        self.label_columns = list(label_columns)
+        self.filled: list[str] = []
+
+    def load(self) -> pl.DataFrame:
+        table = self.source.load()
+        self.filled = [c for c in self.label_columns if c not in table.columns]
+        if self.filled:
+            log.info("%s: no column(s) %s; filled with 0 for prediction", self.name, self.filled)
+        return table.with_columns(pl.lit(0.0).alias(c) for c in self.filled)
+
+
+# ---------------------------------------------------------------------------------------- index
+def encode_texts(
+    encode: EncodeFn, tokens: RaggedTokens, index: np.ndarray, pad_id: int, batch_size: int
+) -> np.ndarray:
+    """Vectors ``[len(index), K, D]`` of texts ``index``, encoded ``batch_size`` at a time.
+
+    Texts are sorted by length first so each batch pads to a similar length (dynamic padding).
+    """
+    index = np.asarray(index, dtype=np.int64)
+    order = np.argsort(tokens.offsets[index + 1] - tokens.offsets[index], kind="stable")
+    parts = []
+    for start in range(0, len(order), batch_size):
+        ids, attention = tokens.pad(index[order[start : start + batch_size]], pad_id)
+        parts.append(encode(ids, attention))
+    vectors = np.concatenate(parts) if parts else np.zeros((0, 0, 0), np.float32)
+    out = np.empty_like(vectors)
+    out[order] = vectors
+    return out
+
+
+def torch_encoder(model: BiEncoder, side: str, device: str = "cpu") -> EncodeFn:
+    """``(ids, mask) -> [N, K, D]`` numpy vectors from the PyTorch ``side`` tower."""
+    encode = model.encode_queries if side == "query" else model.encode_products
+
+    @torch.no_grad()
+    def run(ids: np.ndarray, attention: np.ndarray) -> np.ndarray:
+        out = encode(torch.from_numpy(ids).to(device), torch.from_numpy(attention).to(device))
+        return out.float().cpu().numpy()
+
+    return run
+
+
+def similarity_scores(
+    queries: np.ndarray, products: np.ndarray, similarity: str, temperature: float
+) -> np.ndarray:
+    """Scores ``[..., K]`` of broadcastable vectors ``[..., K, D]`` (as :class:`BiEncoder`)."""
+    scores = np.einsum("...kd,...kd->...k", queries, products)
+    return scores / temperature if similarity == "cosine" else scores
+
+
+@dataclass(frozen=True)
+class ProductIndex:
+    """Precomputed product vectors: ``vectors[i]`` (``[K, D]``) belongs to ``product_ids[i]``.
+
+    Entry ``i`` is catalogue entry ``i`` of the :class:`StudentTexts` it was built from (one per
+    unique (product_id, product text)).
+    """
+
+    product_ids: list[str]
+    vectors: np.ndarray  # [P, K, D] float32
+    key: str
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``product_vectors.npy`` and ``products.parquet`` (product_id, row) atomically."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+        pl.DataFrame(
+            {"product_id": self.product_ids, "row": np.arange(len(self.product_ids))}
+        ).write_parquet(staging / "products.parquet")
+        (staging / "meta.json").write_text(json.dumps({"key": self.key}) + "\n")
+        np.save(staging / "product_vectors.npy", self.vectors)  # last: marks a complete entry
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ProductIndex:
+        directory = Path(directory)
+        ids = pl.read_parquet(directory / "products.parquet").sort("row")
+        key = json.loads((directory / "meta.json").read_text())["key"]
+        vectors = np.load(directory / "product_vectors.npy")
+        return cls(ids.get_column("product_id").to_list(), vectors, key)
+
+
+def build_product_index(
+    encode_products: EncodeFn,
+    texts: StudentTexts,
+    pad_id: int,
+    cache_dir: str | Path | None,
+    model_key: str,
+    batch_size: int = 256,
+) -> tuple[ProductIndex, bool]:
+    """Encode every catalogue product once; reuse a saved index of the same model and catalogue.
+
+    Args:
+        encode_products: The product tower (:func:`torch_encoder` or :class:`OnnxBiEncoder`).
+        texts: The student's tokens (its catalogue is indexed).
+        pad_id: The student tokenizer's padding id.
+        cache_dir: Root of saved indexes (``<cache_dir>/product_vectors/<key>``); ``None``: none.
+        model_key: Identity of the model (e.g. checkpoint sha256 + backend).
+        batch_size: Products per encoding batch.
+
+    Returns:
+        ``(index, reused)``.
+    """
+    import hashlib
+
+    key = hashlib.sha256(f"{model_key}|{texts.product_key}".encode()).hexdigest()[:24]
+    entry = Path(cache_dir) / "product_vectors" / key if cache_dir is not None else None
+    if entry is not None and (entry / "product_vectors.npy").is_file():
+        log.info("Product vectors reused: %s", entry)
+        return ProductIndex.load(entry), True
+    start = time.perf_counter()
+    vectors = encode_texts(
+        encode_products, texts.products, np.arange(len(texts.products)), pad_id, batch_size
+    )
+    log.info("Encoded %d products in %.1f s", len(vectors), time.perf_counter() - start)
+    index = ProductIndex(list(texts.product_ids), vectors.astype(np.float32), key)
+    if entry is not None:
+        index.save(entry)
+        log.info("Product vectors saved: %s", entry)
+    return index, False
+
+
+# ---------------------------------------------------------------------------------------- ranking
+@torch.no_grad()
+def score_cross_encoder(
+    module: RankingModule, datamodule: Any, split: str, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows [N], scores [N, K])`` of every pair of ``split``'s lists, by the cross-encoder."""
+    module = module.to(device).eval()
+    module.use_data_regions(datamodule.region_names)
+    rows, scores = [], []
+    for batch in datamodule.eval_dataloader(split):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        mask = batch["mask"]
+        scores.append(module(batch)[mask].float().cpu().numpy())
+        rows.append(batch["rows"][mask].cpu().numpy())
+    return np.concatenate(rows), np.concatenate(scores)
+
+
+def score_bi_encoder(
+    encode_queries: EncodeFn,
+    index: ProductIndex,
+    texts: StudentTexts,
+    datamodule: Any,
+    split: str,
+    pad_id: int,
+    similarity: str,
+    temperature: float,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows [N], scores [N, K])`` of ``split``: queries encoded now, products from ``index``."""
+    lists = datamodule.lists[split]
+    rows = np.concatenate(lists.rows) if len(lists) else np.zeros(0, np.int64)
+    query_of_row = texts.pair_query[rows]
+    queries, row_query = np.unique(query_of_row, return_inverse=True)
+    query_vectors = encode_texts(encode_queries, texts.queries, queries, pad_id, batch_size)
+    products = index.vectors[texts.pair_product[rows]]  # [N, K, D]
+    scores = similarity_scores(query_vectors[row_query], products, similarity, temperature)
+    return rows, scores.astype(np.float32)
+
+
+def scores_frame(
+    datamodule: Any, rows: np.ndarray, scores: np.ndarray, task_names: Sequence[str], rank_by: str
+) -> pl.DataFrame:
+    """One row per scored pair: ``query_id, product_id, region, score_<task>..., rank``.
+
+    ``rank`` is 1-based within the query by ``score_<rank_by>`` descending, ties broken by
+    product_id descending (trec_eval's own order, so its evaluation agrees with the file).
+    """
+    meta = pair_table(datamodule).select("pair", "query_id", "product_id", "region")
+    score_columns = {
+        f"score_{t}": scores[:, k].astype(np.float32) for k, t in enumerate(task_names)
+    }
+    frame = pl.DataFrame({"pair": rows.astype(np.int64), **score_columns}).join(
+        meta, on="pair", how="left"
+    )
+    return (
+        frame.sort(["query_id", f"score_{rank_by}", "product_id"], descending=[False, True, True])
+        .with_columns(pl.int_range(1, pl.len() + 1).over("query_id").alias("rank"))
+        .select("query_id", "product_id", "region", *score_columns, "rank")
+    )
+
+
+def write_trec_run(
+    frame: pl.DataFrame, path: str | Path, score_column: str, run_name: str = "shoprank"
+) -> Path:
+    """Write a TREC run file: ``qid Q0 docid rank score run_name`` per line, best first.
+
+    Args:
+        frame: Output of :func:`scores_frame` (``query_id``, ``product_id``, ``rank``, scores).
+        path: The file.
+        score_column: Column written as the score (the one ``rank`` was computed from).
+        run_name: Run tag (no whitespace).
+
+    Raises:
+        ConfigError: ``run_name`` is empty or holds whitespace.
+        DataValidationError: An id holds whitespace (the format is whitespace-separated).
+    """
+    if not run_name or any(c.isspace() for c in run_name):
+        raise ConfigError(f"run_name must be one word without whitespace, got {run_name!r}")
+    for column in ("query_id", "product_id"):
+        bad = frame.filter(pl.col(column).str.contains(r"\s"))
+        if bad.height:
+            raise DataValidationError(
+                f"column '{column}' value {bad.get_column(column)[0]!r} contains whitespace; "
+                f"TREC run files are whitespace-separated ({bad.height} rows)"
+            )
+    ordered = frame.sort(["query_id", "rank"])
+    # 9 significant digits round-trip float32: trec_eval re-sorts by score and must see our ties.
+    lines = [
+        f"{q} Q0 {p} {r} {s:.9g} {run_name}"
+        for q, p, r, s in zip(
+            ordered.get_column("query_id"),
+            ordered.get_column("product_id"),
+            ordered.get_column("rank"),
+            ordered.get_column(score_column),
+            strict=True,
+        )
+    ]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + ("\n" if lines else ""))
+    return path
+
+
+# ---------------------------------------------------------------------------------------- ONNX
+class _Tower(nn.Module):
+    """One side of a :class:`BiEncoder` as a plain ``(input_ids, attention_mask) -> [N, K, D]``."""
+
+    def __init__(self, model: BiEncoder, side: str) -> None:
+        super().__init__()
+        self.model, self.side = model, side
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.side == "query":
+            return self.model.encode_queries(input_ids, attention_mask)
+        return self.model.encode_products(input_ids, attention_mask)
+
+
+def _example(vocab_size: int, batch: int, length: int, seed: int) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000 % vocab_size, vocab_size, (batch, length), generator=generator)
+    attention = torch.ones_like(ids)
+    attention[0, length // 2 :] = 0  # one padded row: the export must keep the mask path
+    ids[0, length // 2 :] = 0
+    return ids, attention
+
+
+def export_onnx(model: BiEncoder, out_dir: str | Path, tolerance: float = 1e-4) -> dict[str, Any]:
+    """Export the query and product towers to ONNX and check them against PyTorch.
+
+    Each file maps ``input_ids, attention_mask`` (int64 ``[N, T]``, both axes dynamic) to
+    ``vectors [N, K, D]``. Exported with the ``torch.export``-based exporter (``dynamo=True``):
+    the older tracing exporter bakes data-dependent branches of the attention-mask code into the
+    graph. After export, onnxruntime runs both towers on inputs of other shapes than the export
+    example and the largest absolute difference from PyTorch is returned.
+
+    Args:
+        model: The student (its weights are not changed).
+        out_dir: Directory for ``query_encoder.onnx`` and ``product_encoder.onnx``.
+        tolerance: Largest accepted absolute difference.
+
+    Returns:
+        ``{"query": path, "product": path, "max_abs_diff": float}``.
+
+    Raises:
+        RuntimeError: The exported graphs differ from PyTorch by more than ``tolerance``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    vocab = int(model.query_encoder.config.vocab_size)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    paths = {}
+    for side in ("query", "product"):
+        path = out_dir / f"{side}_encoder.onnx"
+        torch.onnx.export(
+            _Tower(model, side).eval(),
+            _example(vocab, 3, 12, seed=0),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["vectors"],
+            dynamic_shapes={
+                "input_ids": {0: batch, 1: seq},
+                "attention_mask": {0: batch, 1: seq},
+            },
+            dynamo=True,
+            external_data=False,
+        )
+        paths[side] = path
+    onnx_model = OnnxBiEncoder(
+        paths["query"], paths["product"], model.similarity, model.temperature
+    )
+    ids, attention = _example(vocab, 5, 9, seed=1)
+    diff = 0.0
+    with torch.no_grad():
+        for side, encode in (
+            ("query", onnx_model.encode_queries),
+            ("product", onnx_model.encode_products),
+        ):
+            reference = _Tower(model, side)(ids, attention).numpy()
+            diff = max(
+                diff, float(np.abs(encode(ids.numpy(), attention.numpy()) - reference).max())
+            )
+    model.train(was_training)
+    if diff > tolerance:
+        raise RuntimeError(f"ONNX export differs from PyTorch by {diff:.2e} (> {tolerance:.0e})")
+    log.info("ONNX towers written to %s (max abs diff vs PyTorch %.2e)", out_dir, diff)
+    return {"query": paths["query"], "product": paths["product"], "max_abs_diff": diff}
+
+
+class OnnxBiEncoder:
+    """The student's towers served by onnxruntime (CPU).
+
+    Args:
+        query_path: ``query_encoder.onnx``.
+        product_path: ``product_encoder.onnx``.
+        similarity: ``dot`` or ``cosine`` (as the student).
+        temperature: tau of ``cosine``.
+        threads: onnxruntime intra-op threads (``None``: torch's current thread count, so
+            timings compare with PyTorch's).
+    """
+
+    def __init__(
+        self,
+        query_path: str | Path,
+        product_path: str | Path,
+        similarity: str = "dot",
+        temperature: float = 1.0,
+        threads: int | None = None,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:  # pragma: no cover - an optional extra
+            raise ConfigError("backend=onnx needs onnxruntime (pip install onnxruntime)") from err
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.sessions = {
+            side: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for side, path in (("query", query_path), ("product", product_path))
+        }
+        self.similarity, self.temperature = similarity, float(temperature)
+
+    def _run(self, side: str, ids: np.ndarray, attention: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": ids.astype(np.int64), "attention_mask": attention.astype(np.int64)}
+        return self.sessions[side].run(None, feeds)[0]
+
+    def encode_queries(self, ids: np.ndarray, attention: np.ndarray) -> np.ndarray:
+        return self._run("query", ids, attention)
+
+    def encode_products(self, ids: np.ndarray, attention: np.ndarray) -> np.ndarray:
+        return self._run("product", ids, attention)
+
+
+# ---------------------------------------------------------------------------------------- run
+def _mandatory(cfg: Any, key: str, hint: str) -> str:
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        value = cfg.get(key)
+    except MissingMandatoryValue:
+        value = None
+    if value in (None, "", "???"):
+        raise ConfigError(f"{key} is not set: {hint}")
+    return str(value)
+
+
+def _rank_with_student(
+    cfg: Any,
+    module: BiEncoderModule,
+    datamodule: Any,
+    split: str,
+    ckpt: Path,
+    summary: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Student scores of ``split``: (ONNX export,) product index (reused if saved), queries."""
+    from ranking.distillation import file_sha256
+
+    backend, device = cfg.get("backend", "torch"), cfg.get("device", "cpu")
+    batch_size = int(cfg.get("batch_size", 256))
+    opts = module.bi_options
+    model = module.model.eval()
+    texts = module.build_texts(datamodule)
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("export_onnx") or backend == "onnx":
+        exported = export_onnx(model.cpu(), output_dir / "onnx")
+        module.tokenizer().save_pretrained(str(output_dir / "onnx" / "tokenizer"))
+        summary["onnx"] = {k: str(v) if isinstance(v, Path) else v for k, v in exported.items()}
+    if backend == "onnx":
+        runtime = OnnxBiEncoder(
+            exported["query"], exported["product"], opts["similarity"], opts["temperature"]
+        )
+        encode_q, encode_p = runtime.encode_queries, runtime.encode_products
+    else:
+        model.to(device)
+        encode_q, encode_p = (
+            torch_encoder(model, "query", device),
+            torch_encoder(model, "product", device),
+        )
+    start = time.perf_counter()
+    index, reused = build_product_index(
+        encode_p,
+        texts,
+        module.pad_token_id,
+        cfg.paths.cache_dir,
+        f"{file_sha256(ckpt)}|{backend}",
+        batch_size,
+    )
+    summary["product_vectors"] = {
+        "path": str(Path(cfg.paths.cache_dir) / "product_vectors" / index.key),
+        "products": len(index.product_ids),
+        "reused": reused,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    start = time.perf_counter()
+    rows, scores = score_bi_encoder(
+        encode_q,
+        index,
+        texts,
+        datamodule,
+        split,
+        module.pad_token_id,
+        opts["similarity"],
+        float(opts["temperature"]),
+        batch_size,
+    )
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    return rows, scores
+
+
+def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Rank every candidate of every query of ``cfg.split`` with ``cfg.ckpt_path``.
+
+    Writes into ``cfg.paths.output_dir``: ``run.trec`` (ordered by ``cfg.rank_by``, default the
+    model's first task), ``scores.parquet`` (query_id, product_id, region, ``score_<task>`` per
+    task, rank), ``predictions.json`` (what was done, paths, timings) and, for a student with
+    ``export_onnx``, ``onnx/``. A student's product vectors are saved under
+    ``<paths.cache_dir>/product_vectors/`` and reused by later calls.
+
+    Returns:
+        ``(summary, objects)``: the ``predictions.json`` payload and the frame, module, datamodule.
+    """
+    import lightning.pytorch as pl_light
+    from omegaconf import OmegaConf, open_dict
+
+    from ranking.config import build_datamodule
+    from ranking.encoders import load_tokenizer
+    from ranking.report import write_json
+
+    ckpt = Path(_mandatory(cfg, "ckpt_path", "pass ckpt_path=<checkpoint of a model>"))
+    backend = cfg.get("backend", "torch")
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    module = load_checkpoint(ckpt)
+    student = isinstance(module, BiEncoderModule)
+    if backend == "onnx" and not student:
+        raise ConfigError("backend=onnx serves bi-encoder students only; this is a cross-encoder")
+    rank_by = cfg.get("rank_by") or module.task_names[0]
+    if rank_by not in module.task_names:
+        raise ConfigError(f"rank_by: unknown task {rank_by!r}; the model's: {module.task_names}")
+    run_name = str(cfg.get("run_name", "shoprank"))
+    if not run_name or any(c.isspace() for c in run_name):
+        raise ConfigError(f"run_name must be one word without whitespace, got {run_name!r}")
+    pl_light.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    split = cfg.split
+    with open_dict(cfg):
+        if split == "all":
+            cfg.data.splits = {"test": 1.0}
+            split = "test"
+        cfg.data.eval_max_list_size = None  # rank every candidate
+        # The cross-encoder reads pairs at its training length; a student reads its own tokens.
+        cfg.data.max_length = int(module.hparams.encoder.get("max_length", 64))
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    datamodule = build_datamodule(cfg, load_tokenizer(module.hparams.encoder), module.label_columns)
+    datamodule.source = LabelsOptional(datamodule.source, module.label_columns)
+    datamodule.setup("predict")
+    if split not in datamodule.lists:
+        raise ConfigError(
+            f"split: the data has no '{split}' split (data.splits: {datamodule.splits})"
+        )
+
+    device = cfg.get("device", "cpu")
+    summary: dict[str, Any] = {
+        "checkpoint": str(ckpt),
+        "kind": "bi_encoder" if student else "cross_encoder",
+        "split": cfg.split,
+        "rank_by": rank_by,
+        "tasks": module.task_names,
+        "labels_filled": datamodule.source.filled,
+    }
+    if student:
+        rows, scores = _rank_with_student(cfg, module, datamodule, split, ckpt, summary)
+    else:
+        start = time.perf_counter()
+        rows, scores = score_cross_encoder(module, datamodule, split, device)
+        summary["seconds"] = round(time.perf_counter() - start, 3)
+
+    frame = scores_frame(datamodule, rows, scores, module.task_names, rank_by)
+    frame.write_parquet(output_dir / "scores.parquet")
+    write_trec_run(frame, output_dir / "run.trec", f"score_{rank_by}", run_name)
+    summary.update(
+        queries=int(frame.get_column("query_id").n_unique()),
+        pairs=frame.height,
+        run_file=str(output_dir / "run.trec"),
+        scores_file=str(output_dir / "scores.parquet"),
+    )
+    write_json(output_dir / "predictions.json", summary)
+    log.info(
+        "Ranked %d candidates of %d queries in %.1f s -> %s",
+        frame.height,
+        summary["queries"],
+        summary["seconds"],
+        output_dir,
+    )
+    return summary, {"frame": frame, "module": module, "datamodule": datamodule}
