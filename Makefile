@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 #   make install TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= dev,wandb,sweeps
+EXTRAS ?= dev,wandb,sweeps,serve
 ARGS ?=
 
 export WANDB_MODE ?= offline
@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain
+.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict bench-latency bench-framework bench-memory
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ train: install  ## Train the default experiment (synthetic multi-region data, ti
 
 pretrain: install  ## Domain-adaptive masked-LM pretraining on the product corpus; ARGS="key=value ..."
 	$(PY) -m experiments.pretrain $(ARGS)
+
+distill: install  ## Distil a cross-encoder into a bi-encoder student: ARGS="teacher_ckpt=<ckpt> ..."
+	$(PY) -m experiments.distill $(ARGS)
+
+predict: install  ## Rank candidates -> run.trec + scores.parquet: ARGS="ckpt_path=<ckpt> [split=all] [export_onnx=true]"
+	$(PY) -m experiments.predict $(ARGS)
 
 evaluate: install  ## Evaluate a checkpoint: make evaluate ARGS="ckpt_path=... data=..."
 	$(PY) -m experiments.evaluate $(ARGS)

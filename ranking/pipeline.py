@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import numpy as np
 import polars
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from callbacks.wandb_report import finish_wandb, log_resolved_config, log_result_tables
 from ranking.baselines import ScoreFn, random_scorer
@@ -256,6 +256,9 @@ def _evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg.data.splits = {"test": 1.0}
         split = "test"
     tokenizer = load_tokenizer(module.hparams.encoder)
+    if "encoder" not in cfg:  # eval.yaml has no encoder group: pair length from the checkpoint
+        with open_dict(cfg):
+            cfg.data.max_length = int(module.hparams.encoder.get("max_length", 64))
     datamodule = build_datamodule(cfg, tokenizer, module.label_columns)
     datamodule.setup("test")
     trainer = build_trainer(cfg, job_type="evaluate")

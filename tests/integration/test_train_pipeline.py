@@ -85,7 +85,6 @@ def _tiny_data() -> list[str]:
         "data.generator.num_queries=45",
         "data.generator.list_size=8",
         "data.eval_batch_size=8",
-        "data.max_length=32",
         "trainer.enable_progress_bar=false",
     ]
 
@@ -103,7 +102,6 @@ def test_evaluate_on_a_file_with_split_all(make_cfg, tmp_path) -> None:
         "data=file",
         f"data.path={path}",
         "split=all",
-        "data.max_length=32",
         "trainer.enable_progress_bar=false",
         config="eval",
         tiny=False,
