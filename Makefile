@@ -80,7 +80,17 @@ format: install  ## ruff fix + format
 bench-losses: install  ## Forward+backward time and memory of every loss vs a per-list loop
 	$(PY) -m bench.bench_losses --out bench/results/losses.json $(ARGS)
 
-bench: bench-losses  ## Every benchmark
+bench-latency: install  ## Teacher vs student per-query latency + NDCG@10 (newest distill run unless ARGS="--student .. --teacher ..")
+	OMP_NUM_THREADS=1 $(PY) -m bench.bench_latency --out bench/results/latency.json --onnx $(ARGS)
+
+bench-framework: install  ## Lightning vs bare-loop throughput; data pipeline vs model lists/s
+	OMP_NUM_THREADS=1 $(PY) -m bench.bench_framework --out bench/results/framework.json $(ARGS)
+
+bench-memory: install  ## Peak RSS of the default experiment
+	$(PY) -m bench.bench_memory --out bench/results/memory.json $(ARGS)
+
+bench: install  ## Every benchmark in one go -> bench/results.json + bench/results.md (ARGS=--quick: ~5 min)
+	OMP_NUM_THREADS=1 $(PY) -m bench.run_all $(ARGS)
 
 clean:  ## Remove outputs and caches (keeps .venv)
 	rm -rf logs outputs .cache .pytest_cache .ruff_cache

@@ -22,8 +22,10 @@ from typing import Any
 TARGET_GB = 4.0
 
 
-def measure(overrides: list[str]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as root:
+def measure(overrides: list[str], root: str | None = None) -> dict[str, Any]:
+    """Train in a child process under ``root`` (kept) or a temporary directory (removed)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        root = root or scratch
         command = [
             sys.executable,
             "-m",
@@ -51,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench/results/memory.json"))
     parser.add_argument("--quick", action="store_true", help="experiment=smoke")
+    parser.add_argument("--root", help="keep the run under this paths.root_dir")
     parser.add_argument("override", nargs="*")
     args = parser.parse_args(argv)
     overrides = (["experiment=smoke"] if args.quick else []) + args.override
-    result = measure(overrides)
+    result = measure(overrides, args.root)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(
