@@ -48,8 +48,7 @@ from ranking.distillation import DISTILLATION_DEFAULTS, build_distillation_loss
 from ranking.encoders import load_encoder_model, load_tokenizer, pool
 from ranking.errors import ConfigError, DataValidationError
 from ranking.losses import build_loss
-from ranking.metric_set import parse_metric
-from ranking.module import RankingModule, _task_specs
+from ranking.ranker import ListwiseRanker
 
 SIMILARITIES = ("dot", "cosine")
 BI_ENCODER_DEFAULTS: dict[str, Any] = {
@@ -464,7 +463,7 @@ class StudentDataModule(pl_light.LightningDataModule):
 
 
 # ---------------------------------------------------------------------------------------- module
-class BiEncoderModule(pl_light.LightningModule):
+class BiEncoderModule(ListwiseRanker):
     """A bi-encoder student trained on ground truth and, optionally, a teacher's scores.
 
     Loss of a training batch, with task weights ``w_k`` and ``alpha`` from ``distillation``:
@@ -491,11 +490,6 @@ class BiEncoderModule(pl_light.LightningModule):
         teacher: Provenance of the teacher (path, sha256), stored with the checkpoint.
     """
 
-    # Region handling (id mapping, metric sets) and the optimiser recipe are the cross-encoder's.
-    setup = RankingModule.setup
-    use_data_regions = RankingModule.use_data_regions
-    configure_optimizers = RankingModule.configure_optimizers
-
     def __init__(
         self,
         encoder: Mapping[str, Any],
@@ -510,10 +504,8 @@ class BiEncoderModule(pl_light.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.tasks = _task_specs(tasks)
-        self.task_names = [t["name"] for t in self.tasks]
-        for spec in metrics:
-            parse_metric(spec)
+        # The region enters as text ("eu | query"): no region mask.
+        self.init_ranker(tasks, metrics, optimizer, region_names, uses_region_mask=False)
         self.bi_options = bi_encoder_options(bi_encoder)
         self.distill_options = _options(distillation, DISTILLATION_DEFAULTS, "student.distillation")
         alpha = float(self.distill_options["alpha"])
@@ -527,14 +519,6 @@ class BiEncoderModule(pl_light.LightningModule):
         self.register_buffer(
             "task_weights", torch.tensor([float(t["weight"]) for t in self.tasks]), persistent=False
         )
-        self.optimizer_config = {
-            "lr": 5e-4,
-            "weight_decay": 0.01,
-            "warmup_ratio": 0.1,
-            "betas": (0.9, 0.999),
-            "eps": 1e-8,
-            **dict(optimizer or {}),
-        }
         tokenizer = load_tokenizer(encoder)
         query_encoder = load_encoder_model(encoder, vocab_size=len(tokenizer))
         product_encoder = (
@@ -553,14 +537,6 @@ class BiEncoderModule(pl_light.LightningModule):
             temperature=float(self.bi_options["temperature"]),
         )
         self.pad_token_id = int(tokenizer.pad_token_id)
-        self.model_regions = list(region_names)
-        self.uses_region_mask = False  # the region enters as text ("eu | query")
-        self.register_buffer("region_lookup", torch.arange(len(region_names)), persistent=False)
-        self.metric_sets = nn.ModuleDict()
-
-    @property
-    def label_columns(self) -> list[str]:
-        return [t["label"] for t in self.tasks]
 
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """The student's tokenizer (from local files, as at construction)."""
@@ -578,12 +554,15 @@ class BiEncoderModule(pl_light.LightningModule):
         )
 
     # ------------------------------------------------------------------ steps
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Scores ``[B, L, K]`` of a bi-encoder batch (0 at padded positions)."""
-        return score_batch(self.model, batch)
+    def score(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
+        """``([B, L, K] scores of a bi-encoder batch, 0 at padding; no auxiliary loss)``."""
+        return score_batch(self.model, batch), None
 
     def compute_loss(
-        self, scores: torch.Tensor, batch: Mapping[str, torch.Tensor]
+        self,
+        scores: torch.Tensor,
+        batch: Mapping[str, torch.Tensor],
+        aux_loss: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``{loss, gt_loss, distill_loss?, <task>/gt_loss...}`` of a batch's scores."""
         labels, mask = batch["labels"], batch["mask"]
@@ -618,33 +597,6 @@ class BiEncoderModule(pl_light.LightningModule):
             batch_size=size,
         )
         return losses["loss"]
-
-    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        scores = self(batch)
-        losses = self.compute_loss(scores, batch)
-        self.log(f"{stage}/loss", losses["loss"], batch_size=batch["mask"].shape[0], sync_dist=True)
-        self.metric_sets[stage].update(scores, batch["labels"], batch["mask"], batch["region"])
-
-    def _eval_epoch_end(self, stage: str) -> None:
-        self.log_dict(self.metric_sets[stage].compute(stage), prog_bar=False)
-        self.metric_sets[stage].reset()
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
-    def predict_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int
-    ) -> dict[str, torch.Tensor]:
-        return {"scores": self(batch), "mask": batch["mask"], "list_index": batch["list_index"]}
 
 
 def is_bi_encoder_hparams(hparams: Mapping[str, Any]) -> bool:

@@ -5,35 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
-from transformers import get_linear_schedule_with_warmup
 
 from ranking.cross_encoder import CrossEncoder, score_lists
 from ranking.encoders import load_encoder_model, load_tokenizer
-from ranking.errors import ConfigError, DataValidationError
+from ranking.errors import ConfigError
 from ranking.loss_weighting import build_loss_weighting
 from ranking.losses import build_loss
-from ranking.metric_set import RankingMetricSet, parse_metric
+from ranking.ranker import ListwiseRanker
 from ranking.towers import build_tower
 
-EVAL_STAGES = ("val", "test")
 
-
-def _task_specs(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    specs = []
-    for i, task in enumerate(tasks):
-        missing = {"name", "label"} - set(task)
-        if missing:
-            raise ConfigError(f"tasks[{i}] is missing {sorted(missing)}")
-        specs.append({"weight": 1.0, "loss": None, **task})
-    names = [t["name"] for t in specs]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"tasks.order repeats a task: {names}")
-    return specs
-
-
-class RankingModule(pl.LightningModule):
+class RankingModule(ListwiseRanker):
     """A cross-encoder trained with one listwise loss per task, evaluated per task and region.
 
     Every constructor argument is a plain value (no modules), so ``load_from_checkpoint`` rebuilds
@@ -77,23 +60,18 @@ class RankingModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.tasks = _task_specs(tasks)
-        self.task_names = [t["name"] for t in self.tasks]
-        for spec in metrics:
-            parse_metric(spec)  # fail at construction on a typo, not after an epoch
+        self.init_ranker(
+            tasks,
+            metrics,
+            optimizer,
+            region_names,
+            uses_region_mask=bool(region_mask) and region_mask.get("name", "none") != "none",
+        )
         loss_specs = [dict(t["loss"] or loss) for t in self.tasks]
         self.losses = [build_loss(**spec) for spec in loss_specs]
         self.loss_weighting = build_loss_weighting(
             loss_weighting, [float(t["weight"]) for t in self.tasks], loss_specs
         )
-        self.optimizer_config = {
-            "lr": 5e-4,
-            "weight_decay": 0.01,
-            "warmup_ratio": 0.1,
-            "betas": (0.9, 0.999),
-            "eps": 1e-8,
-            **dict(optimizer or {}),
-        }
         tokenizer = load_tokenizer(encoder)
         model = load_encoder_model(encoder, vocab_size=len(tokenizer))
         tower_spec = dict(tower or {"name": "shared_bottom", "hidden_dims": []})
@@ -109,57 +87,11 @@ class RankingModule(pl.LightningModule):
         except KeyError as err:
             raise ConfigError("tower.name is missing") from err
         self.scorer = CrossEncoder(model, tower_module, pooling=encoder.get("pooling", "cls"))
-        self.model_regions = list(region_names)
-        self.uses_region_mask = bool(region_mask) and region_mask.get("name", "none") != "none"
-        # Data region id -> model region id; set for each dataset by ``use_data_regions``.
-        self.register_buffer("region_lookup", torch.arange(len(region_names)), persistent=False)
-        self.metric_sets = torch.nn.ModuleDict()
-
-    @property
-    def label_columns(self) -> list[str]:
-        return [t["label"] for t in self.tasks]
-
-    # ------------------------------------------------------------------ set-up
-    def setup(self, stage: str) -> None:
-        region_names = (
-            getattr(self.trainer.datamodule, "region_names", None) if self._trainer else None
-        )
-        if region_names:
-            self.use_data_regions(region_names)
-        elif not self.metric_sets:  # no datamodule and nothing configured: the model's regions
-            self.use_data_regions(self.model_regions)
-
-    def use_data_regions(self, region_names: Sequence[str]) -> None:
-        """Prepare for data whose region ids index ``region_names``: id mapping and metric sets.
-
-        Raises:
-            DataValidationError: The data has regions the model was not trained on and the model
-                has a region mask.
-        """
-        index = {name: i for i, name in enumerate(self.model_regions)}
-        unseen = [name for name in region_names if name not in index]
-        if unseen and self.uses_region_mask:
-            raise DataValidationError(
-                f"region(s) {unseen} were not in the training data (model regions: "
-                f"{self.model_regions}); a region-masked model cannot score them"
-            )
-        self.region_lookup = torch.tensor(
-            [index.get(name, 0) for name in region_names], device=self.device
-        )
-        self.region_names = list(region_names)
-        for stage in EVAL_STAGES:
-            self.metric_sets[stage] = RankingMetricSet(
-                self.task_names, self.region_names, self.hparams.metrics
-            ).to(self.device)
 
     # ------------------------------------------------------------------ steps
     def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``([B, L, K] scores, 0 at padded positions; the tower's auxiliary loss)``."""
         return score_lists(self.scorer, batch, self.region_lookup[batch["region"]])
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scores ``[B, L, K]`` of a listwise batch (0 at padded positions)."""
-        return self.score(batch)[0]
 
     def compute_loss(
         self,
@@ -193,58 +125,3 @@ class RankingModule(pl.LightningModule):
                 {f"train/{k}": v for k, v in losses.items() if k != "loss"}, batch_size=batch_size
             )
         return losses["loss"]
-
-    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        scores, aux = self.score(batch)
-        losses = self.compute_loss(scores, batch, aux)
-        self.log(f"{stage}/loss", losses["loss"], batch_size=batch["mask"].shape[0], sync_dist=True)
-        self.metric_sets[stage].update(scores, batch["labels"], batch["mask"], batch["region"])
-
-    def _eval_epoch_end(self, stage: str) -> None:
-        values = self.metric_sets[stage].compute(stage)
-        self.log_dict(values, prog_bar=False)
-        self.metric_sets[stage].reset()
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
-    def predict_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int
-    ) -> dict[str, torch.Tensor]:
-        return {"scores": self(batch), "mask": batch["mask"], "list_index": batch["list_index"]}
-
-    # ------------------------------------------------------------------ optimisation
-    def configure_optimizers(self) -> dict[str, Any]:
-        cfg = self.optimizer_config
-        decay, no_decay = [], []
-        for param in self.parameters():
-            if not param.requires_grad:
-                continue
-            # Biases and LayerNorm weights are not decayed (as in BERT's fine-tuning recipe).
-            (no_decay if param.ndim < 2 else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": cfg["weight_decay"]},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=cfg["lr"],
-            betas=tuple(cfg["betas"]),
-            eps=cfg["eps"],
-        )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, num_warmup_steps=int(cfg["warmup_ratio"] * total), num_training_steps=total
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }

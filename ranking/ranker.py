@@ -1,0 +1,183 @@
+"""What every listwise ranking LightningModule shares: tasks, regions, evaluation, optimiser.
+
+:class:`ranking.module.RankingModule` (cross-encoder) and
+:class:`ranking.bi_encoder.BiEncoderModule` (distilled student) differ in how they score a batch
+and what their training loss is; everything else (per-task x per-region metric sets, the data-to-
+model region mapping, the AdamW recipe, the val/test/predict steps) lives here once, so that both
+log the same metric names and compare line by line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from ranking.errors import ConfigError, DataValidationError
+from ranking.metric_set import RankingMetricSet, parse_metric
+
+EVAL_STAGES = ("val", "test")
+OPTIMIZER_DEFAULTS = {
+    "lr": 5e-4,
+    "weight_decay": 0.01,
+    "warmup_ratio": 0.1,
+    "betas": (0.9, 0.999),
+    "eps": 1e-8,
+}
+
+
+def task_specs(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``tasks`` with defaults (weight 1, no own loss), checked for names and repeats."""
+    specs = []
+    for i, task in enumerate(tasks):
+        missing = {"name", "label"} - set(task)
+        if missing:
+            raise ConfigError(f"tasks[{i}] is missing {sorted(missing)}")
+        specs.append({"weight": 1.0, "loss": None, **task})
+    names = [t["name"] for t in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"tasks.order repeats a task: {names}")
+    return specs
+
+
+class ListwiseRanker(pl.LightningModule):
+    """Base class. Subclasses call :meth:`init_ranker` and implement :meth:`score` and
+    :meth:`compute_loss`; ``training_step`` is theirs too.
+
+    Regions: the model knows the regions it was trained on (``model_regions``). Data from a region
+    it has not seen is refused when the model has a region mask; otherwise it is scored as
+    region 0.
+    """
+
+    def init_ranker(
+        self,
+        tasks: Sequence[Mapping[str, Any]],
+        metrics: Sequence[str],
+        optimizer: Mapping[str, Any] | None,
+        region_names: Sequence[str],
+        uses_region_mask: bool,
+    ) -> None:
+        self.tasks = task_specs(tasks)
+        self.task_names = [t["name"] for t in self.tasks]
+        for spec in metrics:
+            parse_metric(spec)  # fail at construction on a typo, not after an epoch
+        self.optimizer_config = {**OPTIMIZER_DEFAULTS, **dict(optimizer or {})}
+        self.model_regions = list(region_names)
+        self.uses_region_mask = uses_region_mask
+        # Data region id -> model region id; set for each dataset by ``use_data_regions``.
+        self.register_buffer("region_lookup", torch.arange(len(region_names)), persistent=False)
+        self.metric_sets = torch.nn.ModuleDict()
+
+    @property
+    def label_columns(self) -> list[str]:
+        return [t["label"] for t in self.tasks]
+
+    # ------------------------------------------------------------------ regions
+    def setup(self, stage: str) -> None:
+        region_names = (
+            getattr(self.trainer.datamodule, "region_names", None) if self._trainer else None
+        )
+        if region_names:
+            self.use_data_regions(region_names)
+        elif not self.metric_sets:  # no datamodule and nothing configured: the model's regions
+            self.use_data_regions(self.model_regions)
+
+    def use_data_regions(self, region_names: Sequence[str]) -> None:
+        """Prepare for data whose region ids index ``region_names``: id mapping and metric sets.
+
+        Raises:
+            DataValidationError: The data has regions the model was not trained on and the model
+                has a region mask.
+        """
+        index = {name: i for i, name in enumerate(self.model_regions)}
+        unseen = [name for name in region_names if name not in index]
+        if unseen and self.uses_region_mask:
+            raise DataValidationError(
+                f"region(s) {unseen} were not in the training data (model regions: "
+                f"{self.model_regions}); a region-masked model cannot score them"
+            )
+        self.region_lookup = torch.tensor(
+            [index.get(name, 0) for name in region_names], device=self.device
+        )
+        self.region_names = list(region_names)
+        for stage in EVAL_STAGES:
+            self.metric_sets[stage] = RankingMetricSet(
+                self.task_names, self.region_names, self.hparams.metrics
+            ).to(self.device)
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``([B, L, K] scores, 0 at padding; an auxiliary loss or None)``."""
+        raise NotImplementedError
+
+    def compute_loss(
+        self,
+        scores: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        aux_loss: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """``{"loss": scalar, ...named parts}`` of a batch."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scores ``[B, L, K]`` of a listwise batch (0 at padded positions)."""
+        return self.score(batch)[0]
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        scores, aux = self.score(batch)
+        losses = self.compute_loss(scores, batch, aux)
+        self.log(f"{stage}/loss", losses["loss"], batch_size=batch["mask"].shape[0], sync_dist=True)
+        self.metric_sets[stage].update(scores, batch["labels"], batch["mask"], batch["region"])
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        self.log_dict(self.metric_sets[stage].compute(stage), prog_bar=False)
+        self.metric_sets[stage].reset()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int
+    ) -> dict[str, torch.Tensor]:
+        return {"scores": self(batch), "mask": batch["mask"], "list_index": batch["list_index"]}
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW (biases and LayerNorm weights not decayed) with linear warm-up and decay."""
+        cfg = self.optimizer_config
+        decay, no_decay = [], []
+        for param in self.parameters():
+            if not param.requires_grad:
+                continue
+            # Biases and LayerNorm weights are not decayed (as in BERT's fine-tuning recipe).
+            (no_decay if param.ndim < 2 else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": cfg["weight_decay"]},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=cfg["lr"],
+            betas=tuple(cfg["betas"]),
+            eps=cfg["eps"],
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, num_warmup_steps=int(cfg["warmup_ratio"] * total), num_training_steps=total
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
