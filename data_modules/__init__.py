@@ -10,6 +10,11 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "CrowdFlowerSource": "data_modules.adapters",
+    "EsciSource": "data_modules.adapters",
+    "HomeDepotSource": "data_modules.adapters",
+    "LogsSource": "data_modules.adapters",
+    "MixSource": "data_modules.adapters",
     "FileDataModule": "data_modules.datamodule",
     "ListwiseDataModule": "data_modules.datamodule",
     "SyntheticDataModule": "data_modules.datamodule",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl_light
 import numpy as np
@@ -21,7 +22,7 @@ from data_modules.listwise import (
 )
 from data_modules.schema import TEXT_COLUMNS
 from data_modules.sources import FileSource, SyntheticSource, TableSource
-from data_modules.splits import split_by_query
+from data_modules.splits import split_by_query, split_predefined
 from data_modules.tokenization import TokenizedPairs, tokenize_pairs
 from data_modules.validation import DropReport, validate_table
 from ranking.errors import ConfigError
@@ -48,14 +49,21 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         eval_max_list_size: Cap on val/test lists; ``None`` (default) evaluates whole lists.
         batch_size: Lists per training batch.
         eval_batch_size: Lists per val/test batch.
-        splits: Fractions ``{"train": ..., "val": ..., "test": ...}`` of query groups.
+        splits: Fractions ``{"train": ..., "val": ..., "test": ...}`` of query groups. With
+            ``split_column`` the test split comes from that column (``test`` must be 0) and
+            ``val / (train + val)`` of the remaining query groups become validation.
         split_key: Column kept whole inside one split (default: the query text).
+        split_column: Column holding a dataset's own split (``train``/``test``, e.g. ESCI's
+            ``split``); ``None``: random split by ``split_key`` with ``seed``.
         seed: Seed of the split and of list sampling.
         cache_dir: Token cache directory; ``None`` disables caching.
         num_workers: DataLoader worker processes.
         product_text_fields: Columns joined (" ; ") into the product side of each pair.
         region_in_query: Prefix the query with its region ("eu | red shoes") so that a plain
             cross-encoder can learn region-specific preferences.
+        engagement: Options of :class:`data_modules.engagement.EngagementSimulator`; when given,
+            simulated position/click/add_to_cart/purchase are added to the table right after
+            it is loaded (for data with graded relevance only). ``None``: the table's own labels.
     """
 
     def __init__(
@@ -70,11 +78,13 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         eval_batch_size: int = 16,
         splits: Mapping[str, float] | None = None,
         split_key: str = "query",
+        split_column: str | None = None,
         seed: int = 0,
         cache_dir: str | Path | None = None,
         num_workers: int = 0,
         product_text_fields: Sequence[str] = DEFAULT_PRODUCT_FIELDS,
         region_in_query: bool = True,
+        engagement: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if label_columns is not None and not label_columns:
@@ -94,6 +104,13 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.splits = dict(splits or {"train": 0.8, "val": 0.1, "test": 0.1})
         self.split_key = split_key
+        self.split_column = split_column
+        if split_column is not None and self.splits.get("test", 0.0) != 0.0:
+            raise ConfigError(
+                f"data.splits.test must be 0 when data.split_column is set ('{split_column}' "
+                f"decides the test split); got splits {self.splits}"
+            )
+        self.engagement = None if engagement is None else dict(engagement)
         self.seed = seed
         self.cache_dir = cache_dir
         self.num_workers = num_workers
@@ -126,7 +143,7 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         ).to_series()
         query = table.get_column("query")
         if self.region_in_query:
-            query = table.select(pl.format("{} | {}", "region", "query")).to_series()
+            query = table.select(pl.concat_str(["region", "query"], separator=" | ")).to_series()
         return query.to_list(), product.to_list()
 
     def setup(self, stage: str | None = None) -> None:
@@ -135,9 +152,11 @@ class ListwiseDataModule(pl_light.LightningDataModule):
             return
         if self.tokenizer is None or not self.label_columns:
             raise ConfigError("ListwiseDataModule.setup needs a tokenizer and label columns")
-        table, self.drop_report = validate_table(
-            self.source.load(), self.source.name, self.label_columns
-        )
+        table, self.drop_report = validate_table(self._load(), self.source.name, self.label_columns)
+        # What the adapter merged or removed comes first in the report (it happened first).
+        adapter_report = getattr(self.source, "report", None)
+        if isinstance(adapter_report, DropReport):
+            self.drop_report.dropped = {**adapter_report.dropped, **self.drop_report.dropped}
         log.info(self.drop_report.summary())
         table = table.with_row_index("__pair")
         queries, products = self._pair_texts(table)
@@ -150,8 +169,36 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         self.labels = table.select(self.label_columns).to_numpy().astype(np.float32)
         self.region_names = sorted(table.get_column("region").unique().to_list())
         region_index = {name: i for i, name in enumerate(self.region_names)}
-        self.tables = split_by_query(table, self.splits, self.seed, self.split_key)
+        self.tables = self._split(table)
         self.lists = {name: group_lists(t, region_index) for name, t in self.tables.items()}
+
+    def _load(self) -> pl.DataFrame:
+        table = self.source.load()
+        if self.engagement is None:
+            return table
+        # Lazy: only graded-only data needs the simulator.
+        from data_modules.engagement import EngagementSimulator
+
+        simulator = EngagementSimulator(**self.engagement)
+        log.info("%s: simulated engagement with %r", self.source.name, simulator)
+        return simulator.apply(table, self.source.name)
+
+    def _split(self, table: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        if self.split_column is None:
+            return split_by_query(table, self.splits, self.seed, self.split_key)
+        train, val = self.splits.get("train", 0.0), self.splits.get("val", 0.0)
+        if train + val <= 0:
+            raise ConfigError(
+                f"data.splits must give train or val a positive share, got {self.splits}"
+            )
+        return split_predefined(
+            table,
+            self.split_column,
+            val / (train + val),
+            self.seed,
+            self.split_key,
+            self.source.name,
+        )
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, split: str, train: bool) -> DataLoader:
@@ -165,7 +212,8 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=EpochSampler(len(lists), shuffle=train, seed=self.seed),
+            # Shards itself across DDP ranks (Lightning leaves a DistributedSampler alone).
+            sampler=EpochSampler(len(lists), shuffle=train, seed=self.seed, even_shards=train),
             collate_fn=ListwiseCollator(self.tokens, self.tokenizer.pad_token_id),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -185,34 +233,129 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         return self._loader("test", train=False)
 
     # ------------------------------------------------------------------ reporting
+    def _binary(self, column: str) -> bool:
+        values = pl.concat([t.get_column(column) for t in self.tables.values()])
+        return bool(values.is_in([0.0, 1.0]).all())
+
     def describe(self) -> pl.DataFrame:
-        """Per split and region: queries, rows, mean list length and positive rate per label."""
+        """Per split and region: queries, lists, rows, list lengths and label statistics.
+
+        Columns: ``queries`` (distinct query texts), ``lists`` (query_ids), ``rows``,
+        ``mean_list``/``min_list``/``max_list`` (items per list, before any cap), per label
+        ``{label}>0`` (share of positive rows) and, for graded labels, ``{label}_mean``. Rows for
+        every split come first per region, then ``all`` regions together.
+        """
+        graded = [c for c in self.label_columns if not self._binary(c)]
         frames = []
         for name, table in self.tables.items():
-            frames.append(
-                table.group_by("region")
-                .agg(
-                    pl.col("query_id").n_unique().alias("queries"),
+            for by_region in (True, False):
+                frame = table if by_region else table.with_columns(pl.lit("all").alias("region"))
+                sizes = frame.group_by("region", "query_id").agg(pl.len().alias("n"))
+                stats = frame.group_by("region").agg(
+                    pl.col("query").n_unique().alias("queries"),
+                    pl.col("query_id").n_unique().alias("lists"),
                     pl.len().alias("rows"),
                     *[pl.col(c).gt(0).mean().round(3).alias(f"{c}>0") for c in self.label_columns],
+                    *[pl.col(c).mean().round(3).alias(f"{c}_mean") for c in graded],
                 )
-                .with_columns(
-                    pl.lit(name).alias("split"),
-                    (pl.col("rows") / pl.col("queries")).round(1).alias("mean_list"),
+                lengths = sizes.group_by("region").agg(
+                    pl.col("n").mean().round(1).alias("mean_list"),
+                    pl.col("n").min().alias("min_list"),
+                    pl.col("n").max().alias("max_list"),
                 )
-            )
+                frames.append(
+                    stats.join(lengths, on="region").with_columns(pl.lit(name).alias("split"))
+                )
+        order = {name: i for i, name in enumerate(self.tables)}
         return (
-            pl.concat(frames)
+            pl.concat(frames, how="diagonal_relaxed")
             .select(
                 "split",
                 "region",
                 "queries",
+                "lists",
                 "rows",
                 "mean_list",
-                pl.exclude("split", "region", "queries", "rows", "mean_list"),
+                "min_list",
+                "max_list",
+                pl.exclude(
+                    "split",
+                    "region",
+                    "queries",
+                    "lists",
+                    "rows",
+                    "mean_list",
+                    "min_list",
+                    "max_list",
+                ),
             )
-            .sort("split", "region")
+            .with_columns(
+                pl.col("split").replace_strict(order, return_dtype=pl.Int64).alias("__order"),
+                (pl.col("region") == "all").alias("__all"),
+            )
+            .sort("__order", "__all", "region")
+            .drop("__order", "__all")
         )
+
+    def label_distribution(self, max_values: int = 8) -> pl.DataFrame:
+        """Share of each label value per split and region, for graded labels with few values.
+
+        Returns:
+            Long table ``split, region, label, value, rows, share``. Binary labels (their
+            positive rate is in :meth:`describe`) and labels with more than ``max_values``
+            distinct values (e.g. averaged ratings, summarised by their mean) are left out.
+        """
+        frames = []
+        for column in self.label_columns:
+            values = pl.concat([t.get_column(column) for t in self.tables.values()])
+            if self._binary(column) or values.n_unique() > max_values:
+                continue
+            for name, table in self.tables.items():
+                counts = table.group_by("region", column).agg(pl.len().alias("rows"))
+                frames.append(
+                    counts.with_columns(
+                        pl.lit(name).alias("split"),
+                        pl.lit(column).alias("label"),
+                        pl.col(column).cast(pl.Float64).alias("value"),
+                        (pl.col("rows") / pl.col("rows").sum().over("region"))
+                        .round(3)
+                        .alias("share"),
+                    ).select("split", "region", "label", "value", "rows", "share")
+                )
+        if not frames:
+            return pl.DataFrame(
+                schema={
+                    "split": pl.Utf8,
+                    "region": pl.Utf8,
+                    "label": pl.Utf8,
+                    "value": pl.Float64,
+                    "rows": pl.UInt32,
+                    "share": pl.Float64,
+                }
+            )
+        order = {name: i for i, name in enumerate(self.tables)}
+        return pl.concat(frames).sort(
+            pl.col("label"), pl.col("split").replace_strict(order), "region", "value"
+        )
+
+    def summary(self) -> str:
+        """:meth:`describe`, the label distribution and the drop report, as printable text."""
+        with pl.Config(
+            tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True
+        ):
+            parts = [f"Data ({self.source.name}): per split and region", str(self.describe())]
+            distribution = self.label_distribution()
+            if distribution.height:
+                wide = distribution.pivot(
+                    on="value",
+                    index=["label", "split", "region"],
+                    values="share",
+                    sort_columns=True,
+                )
+                parts += ["Label value shares per split and region", str(wide)]
+        if self.drop_report is not None:
+            parts.append(self.drop_report.summary())
+        return "\n".join(parts)
 
 
 class SyntheticDataModule(ListwiseDataModule):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from data_modules.tokenization import TokenizedPairs
 
@@ -109,33 +109,137 @@ class ListwiseDataset(Dataset):
         }
 
 
-class EpochSampler(Sampler):
-    """Yields ``(list_index, epoch)``; shuffles the list order per epoch when ``shuffle``.
+class EpochSampler(DistributedSampler):
+    """Yields ``(list_index, epoch)``: this rank's share of the lists, reshuffled every epoch.
 
-    Lightning calls ``set_epoch`` on a loader's sampler at the start of every epoch.
+    Every rank draws the same permutation of all lists from ``(seed, epoch)`` and keeps the
+    positions ``rank, rank + W, rank + 2W, ...`` (W = world size), so ranks see disjoint lists that
+    together cover every list, in a new order each epoch. With ``even_shards`` (training) the
+    permutation is first extended by its own first items to a multiple of W, so every rank runs
+    the same number of batches (DDP's gradient all-reduce needs that); at most W - 1 lists are then
+    seen twice in an epoch. Without it (evaluation) every list is scored exactly once and shards
+    differ by at most one list; metrics are sum/count states reduced over ranks, so the result
+    equals the single-process one.
+
+    Why a :class:`~torch.utils.data.DistributedSampler` subclass: with ``use_distributed_sampler``
+    (the default) Lightning replaces any other sampler under DDP by a
+    ``DistributedSamplerWrapper`` that pads *evaluation* shards with repeated lists (biasing
+    metrics) and would shard a self-sharding sampler a second time; a ``DistributedSampler`` is
+    left as it is. Lightning calls :meth:`set_epoch` on it at the start of every epoch.
+
+    The world size and rank are read from ``torch.distributed`` when iterating (the process group
+    exists by then), unless given explicitly (tests, or sharding outside a process group).
+
+    Resuming mid-epoch: :meth:`load_state_dict` ``{"epoch": e, "start": n}`` makes the next
+    iteration over epoch ``e`` skip the first ``n`` items of this rank's shard (the batches a
+    checkpoint had already trained on), so a resumed run sees exactly the batches an uninterrupted
+    one would. Lightning only fast-forwards *DataLoaders* that have ``state_dict`` (it does not
+    look at samplers); :class:`callbacks.resume.ResumeDataOrder` calls this method from the
+    restored loop progress instead. ``len()`` stays the full shard: Lightning's own batch counter
+    resumes at the restored position and counts the skipped batches as done.
+
+    Args:
+        num_lists: Number of lists in the split.
+        shuffle: Reshuffle the order every epoch (training); else the index order, epoch 0.
+        seed: Seed of the permutation (the same on every rank).
+        num_replicas: World size; ``None``: from ``torch.distributed`` (1 when not initialised).
+        rank: This process's rank; ``None``: from ``torch.distributed`` (0 when not initialised).
+        even_shards: Pad to equal shard lengths (see above).
     """
 
-    def __init__(self, num_lists: int, shuffle: bool, seed: int) -> None:
+    def __init__(
+        self,
+        num_lists: int,
+        shuffle: bool,
+        seed: int,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        even_shards: bool = False,
+    ) -> None:
+        # DistributedSampler.__init__ is not called: it needs a dataset and an initialised
+        # process group now; this sampler resolves the group lazily instead.
+        if num_replicas is not None and num_replicas < 1:
+            raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
+        if rank is not None and not 0 <= rank < (num_replicas or rank + 1):
+            raise ValueError(f"rank {rank} is outside [0, {num_replicas})")
         self.num_lists = num_lists
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self.drop_last = False
+        self.even_shards = even_shards
+        self._num_replicas = num_replicas
+        self._rank = rank
+        self._start = 0  # items of this rank's shard to skip in epoch `self._start_epoch`
+        self._start_epoch = 0
+
+    @property
+    def num_replicas(self) -> int:
+        if self._num_replicas is not None:
+            return self._num_replicas
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size()
+        return 1
+
+    @property
+    def rank(self) -> int:
+        if self._rank is not None:
+            return self._rank
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank()
+        return 0
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self._start_epoch:
+            self._start = 0  # a resume position belongs to its own epoch only
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return self.num_lists
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "start"}``: the epoch and the items of this rank's shard the next iteration
+        skips (0 unless a resume position was loaded for this epoch and not yet used)."""
+        return {"epoch": self.epoch, "start": self._start}
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume at item ``state["start"]`` of this rank's shard of epoch ``state["epoch"]``.
+
+        The skip applies once, to the next iteration over that epoch; later epochs start at 0.
+        """
+        epoch, start = int(state["epoch"]), int(state["start"])
+        if epoch < 0 or start < 0:
+            raise ValueError(f"resume position must be non-negative, got {state}")
+        self.epoch, self._start_epoch, self._start = epoch, epoch, start
+
+    def _indices(self) -> np.ndarray:
         order = (
             np.random.default_rng((self.seed, self.epoch)).permutation(self.num_lists)
             if self.shuffle
             else np.arange(self.num_lists)
         )
+        world = self.num_replicas
+        if self.even_shards and self.num_lists % world:
+            extra = world - self.num_lists % world
+            order = np.concatenate([order, np.resize(order, extra)])
+        return order[self.rank :: world]
+
+    def __len__(self) -> int:
+        world, n = self.num_replicas, self.num_lists
+        if self.even_shards:
+            return -(-n // world)
+        return len(range(self.rank, n, world))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if not self.even_shards and self.num_lists < self.num_replicas:
+            # A rank without a batch would never join the epoch-end reduction of the others.
+            raise ValueError(
+                f"{self.num_lists} lists cannot be shared by {self.num_replicas} processes: "
+                "use fewer devices or more evaluation data"
+            )
         # Evaluation lists keep epoch 0: the same items in the same order in every epoch.
         epoch = self.epoch if self.shuffle else 0
-        return iter([(int(i), epoch) for i in order])
+        indices = self._indices()
+        if self._start:
+            indices, self._start = indices[self._start :], 0  # a resume position is used once
+        return iter([(int(i), epoch) for i in indices])
 
 
 class ListwiseCollator:

@@ -22,6 +22,13 @@ purchase             Int64    no         1 if purchased, else 0 (implies add_to_
 
 Any other column (category, price band, region features) is carried through untouched.
 At least one label column must be present for training.
+
+Adapters (:mod:`data_modules.adapters`) produce this table from published layouts and add a few
+such columns of their own: ``rating`` (the raw Home Depot / CrowdFlower rating behind
+``relevance``), ``grade``, ``esci_label``, ``split`` and ``product_bullet_point`` (ESCI), and
+``source_region`` (the region a source had before :class:`~data_modules.adapters.MixSource`
+named the region after the source). Graded ``relevance`` from an adapter is always a gain in
+[0, 1] (the engagement simulator, ``data.engagement``, needs that).
 """
 
 from __future__ import annotations

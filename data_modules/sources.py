@@ -1,4 +1,8 @@
-"""Where a canonical table comes from: a file, or the embedded synthetic generator."""
+"""Where a canonical table comes from: a file, or the embedded synthetic generator.
+
+Real datasets have their own adapters in :mod:`data_modules.adapters`; they share
+:func:`read_table` and the optional ``report`` attribute described in :class:`TableSource`.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,65 @@ _READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv
 
 
 class TableSource(Protocol):
-    """Anything that yields a canonical table (see ``data_modules.schema``)."""
+    """Anything that yields a canonical table (see ``data_modules.schema``).
+
+    A source may also set ``report`` (a :class:`data_modules.validation.DropReport`) during
+    ``load()`` to say which rows it removed or merged; the DataModule adds it to the run's drop
+    report (printed, and recorded in ``metrics.json``).
+    """
 
     name: str
 
     def load(self) -> pl.DataFrame: ...
+
+
+def check_path(path: str | Path | None, key: str) -> Path:
+    """The configured path as a :class:`Path`; a missing value is a :class:`ConfigError`."""
+    if path in (None, "", "???"):
+        raise ConfigError(f"{key} must name a file")
+    return Path(str(path)).expanduser()
+
+
+def read_table(path: Path, encoding: str = "utf8", key: str = "data.path") -> pl.DataFrame:
+    """Read a parquet or CSV/TSV file (chosen by suffix) into a DataFrame.
+
+    Args:
+        path: The file.
+        encoding: Text encoding of CSV files ("utf8" or e.g. "latin-1").
+        key: Config key of the path and encoding options, quoted in error hints.
+
+    Raises:
+        DataValidationError: The file is absent, of an unknown type, or unreadable (with a hint
+            when the encoding is the likely cause).
+    """
+    if not path.is_file():
+        raise DataValidationError(f"{path}: file does not exist (set {key})")
+    kind = _READERS.get(path.suffix.lower())
+    if kind is None:
+        raise DataValidationError(
+            f"{path}: unsupported file type '{path.suffix}' (use {sorted(_READERS)})"
+        )
+    try:
+        if kind == "parquet":
+            return pl.read_parquet(path)
+        separator = "\t" if path.suffix.lower() == ".tsv" else ","
+        return pl.read_csv(path, separator=separator, encoding=encoding, infer_schema_length=10000)
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as err:
+        hint = ""
+        if "utf-8" in str(err).lower() or isinstance(err, UnicodeDecodeError):
+            hint = f" (the file is not {encoding}: set the encoding option, e.g. latin-1)"
+        raise DataValidationError(f"{path}: cannot be read as {kind}: {err}{hint}") from err
+
+
+def apply_rename(df: pl.DataFrame, rename: dict[str, str], source: str) -> pl.DataFrame:
+    """``df`` with columns renamed ``{in file: canonical}``; absent names are an error."""
+    missing = [c for c in rename if c not in df.columns]
+    if missing:
+        raise DataValidationError(
+            f"{source}: data.rename names absent column(s) {missing}; columns found: "
+            f"{', '.join(df.columns)}"
+        )
+    return df.rename(rename)
 
 
 class FileSource:
@@ -40,35 +98,8 @@ class FileSource:
         self.name = str(self.path)
 
     def load(self) -> pl.DataFrame:
-        if not self.path.is_file():
-            raise DataValidationError(f"{self.path}: file does not exist")
-        kind = _READERS.get(self.path.suffix.lower())
-        if kind is None:
-            raise DataValidationError(
-                f"{self.path}: unsupported file type '{self.path.suffix}' (use {sorted(_READERS)})"
-            )
-        try:
-            if kind == "parquet":
-                df = pl.read_parquet(self.path)
-            else:
-                separator = "\t" if self.path.suffix.lower() == ".tsv" else ","
-                df = pl.read_csv(
-                    self.path,
-                    separator=separator,
-                    encoding=self.encoding,
-                    infer_schema_length=10000,
-                )
-        except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as err:
-            hint = ""
-            if "utf-8" in str(err).lower() or isinstance(err, UnicodeDecodeError):
-                hint = f" (the file is not {self.encoding}: set data.encoding, e.g. latin-1)"
-            raise DataValidationError(
-                f"{self.path}: cannot be read as {kind}: {err}{hint}"
-            ) from err
-        missing = [c for c in self.rename if c not in df.columns]
-        if missing:
-            raise DataValidationError(f"{self.path}: data.rename names absent column(s) {missing}")
-        return df.rename(self.rename)
+        df = read_table(self.path, self.encoding, key="data.path / data.encoding")
+        return apply_rename(df, self.rename, str(self.path))
 
 
 class SyntheticSource:

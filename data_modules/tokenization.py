@@ -4,27 +4,37 @@ The cache key is ``sha256(tokenizer definition, max_length, the pair texts)``, s
 tokenizer, length or data builds a new entry and an unchanged run reuses the old one. Token ids are
 stored ragged (flat ids + offsets) as ``.npy`` files and memory-mapped on load, so a large corpus is
 not held in RAM and every DDP rank reads the same files.
+
+Tokenising many pairs (more than :data:`PROGRESS_MIN_PAIRS`) shows a rich progress bar on stderr
+when stderr is a terminal; ``SHOPRANK_PROGRESS=1`` (or ``progress=True``) forces it, e.g. in a log
+file, where it prints once when done; ``SHOPRANK_PROGRESS=0`` turns it off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
 _FORMAT_VERSION = 1
 _CHUNK = 4096
+PROGRESS_MIN_PAIRS = 20_000  # fewer pairs tokenise in about a second: no bar
+PROGRESS_ENV = "SHOPRANK_PROGRESS"
 
 
 @dataclass(frozen=True)
@@ -77,26 +87,66 @@ def cache_key(
     return digest.hexdigest()[:24]
 
 
+def show_progress(num_pairs: int, progress: bool | None = None) -> bool:
+    """Whether tokenising ``num_pairs`` pairs shows a progress bar.
+
+    ``progress`` True/False decides; ``None`` reads ``$SHOPRANK_PROGRESS`` (``1``/``0``) and
+    otherwise shows it for more than :data:`PROGRESS_MIN_PAIRS` pairs when stderr is a terminal,
+    on DDP rank 0 only (CI logs and other ranks stay quiet).
+    """
+    if progress is None:
+        setting = os.environ.get(PROGRESS_ENV, "").strip().lower()
+        if setting in ("1", "true", "yes", "on"):
+            progress = True
+        elif setting in ("0", "false", "no", "off"):
+            progress = False
+        else:
+            rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+            return num_pairs > PROGRESS_MIN_PAIRS and rank == 0 and _stderr_is_terminal()
+    return progress
+
+
+def _stderr_is_terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+
+
 def _tokenize(
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     queries: Sequence[str],
     products: Sequence[str],
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ids_parts, type_parts, lengths = [], [], []
-    for start in range(0, len(queries), _CHUNK):
-        encoded = tokenizer(
-            list(queries[start : start + _CHUNK]),
-            list(products[start : start + _CHUNK]),
-            truncation="longest_first",
-            max_length=max_length,
-            return_attention_mask=False,
-            return_token_type_ids=True,
-        )
-        for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"], strict=True):
-            ids_parts.append(np.asarray(ids, dtype=np.int32))
-            type_parts.append(np.asarray(types, dtype=np.int8))
-            lengths.append(len(ids))
+    bar = _progress_bar() if progress else None
+    task = bar.add_task("Tokenising pairs", total=len(queries)) if bar else None
+    with bar or contextlib.nullcontext():
+        for start in range(0, len(queries), _CHUNK):
+            encoded = tokenizer(
+                list(queries[start : start + _CHUNK]),
+                list(products[start : start + _CHUNK]),
+                truncation="longest_first",
+                max_length=max_length,
+                return_attention_mask=False,
+                return_token_type_ids=True,
+            )
+            for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"], strict=True):
+                ids_parts.append(np.asarray(ids, dtype=np.int32))
+                type_parts.append(np.asarray(types, dtype=np.int8))
+                lengths.append(len(ids))
+            if bar is not None:
+                bar.advance(task, len(encoded["input_ids"]))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     return np.concatenate(ids_parts), np.concatenate(type_parts), offsets
@@ -108,6 +158,7 @@ def tokenize_pairs(
     products: Sequence[str],
     max_length: int,
     cache_dir: str | Path | None,
+    progress: bool | None = None,
 ) -> TokenizedPairs:
     """Tokenise pairs as ``[CLS] query [SEP] product [SEP]``, truncated to ``max_length``.
 
@@ -117,19 +168,21 @@ def tokenize_pairs(
         products: N product texts.
         max_length: Maximum tokens per pair (longest part truncated first).
         cache_dir: Where cache entries live; ``None`` disables the cache.
+        progress: Show a progress bar while tokenising (``None``: see :func:`show_progress`).
 
     Returns:
         The ragged token ids, memory-mapped when they come from the cache.
     """
     key = cache_key(tokenizer, max_length, queries, products)
+    progress = show_progress(len(queries), progress)
     if cache_dir is None:
-        ids, types, offsets = _tokenize(tokenizer, max_length, queries, products)
+        ids, types, offsets = _tokenize(tokenizer, max_length, queries, products, progress)
         return TokenizedPairs(ids, types, offsets, key, from_cache=False)
 
     entry = Path(cache_dir) / "tokens" / key
     if not (entry / "offsets.npy").is_file():
         log.info("Tokenising %d pairs (cache entry %s)", len(queries), entry)
-        ids, types, offsets = _tokenize(tokenizer, max_length, queries, products)
+        ids, types, offsets = _tokenize(tokenizer, max_length, queries, products, progress)
         entry.parent.mkdir(parents=True, exist_ok=True)
         # Write into a private directory and rename it into place: concurrent builders (DDP ranks,
         # parallel sweep jobs) never see a half-written entry.

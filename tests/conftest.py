@@ -72,6 +72,8 @@ def tiny_overrides(overrides: list[str]) -> list[str]:
     chosen = dict(o.split("=", 1) for o in overrides if "=" in o and "." not in o.split("=")[0])
     if chosen.get("experiment") == "minilm":
         chosen.setdefault("encoder", "minilm_l6")
+    if chosen.get("experiment") == "real_mix":
+        chosen.setdefault("data", "mix")
     return [
         override
         for group, group_overrides in TINY.items()

@@ -8,11 +8,12 @@ import polars as pl
 import pytest
 from omegaconf import OmegaConf
 
+from data_modules.adapters.esci_sample import write_esci_sample
 from ranking.config import build_datamodule, build_module, build_trainer, plain, task_list
 from ranking.encoders import load_tokenizer, minilm_package_dir
 from ranking.errors import ConfigError
 from ranking.losses import build_loss
-from tests.conftest import CONF_DIR
+from tests.conftest import CONF_DIR, SHARED
 
 GROUPS = [
     "data",
@@ -55,11 +56,64 @@ def extra_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
             "data.splits.val=0",
             "data.splits.test=1",
         ]
+    if group == "data" and option == "esci":
+        folder = write_esci_sample(tmp_path / "esci", queries_per_locale=5, products_per_query=4)
+        return [f"data.source.path={folder}", "data.eval_batch_size=4"]
+    if group == "data" and option == "logs":
+        path = tmp_path / "clicks.csv"
+        pl.DataFrame(
+            {
+                "search_term": ["red shoes"] * 3 + ["blue bag"] * 3,
+                "product_id": ["p1", "p2", "p3", "p4", "p1", "p5"],
+                "product_title": ["red shoe", "green hat", "red boot", "blue bag", "red", "tote"],
+                "market": ["us"] * 3 + ["de"] * 3,
+                "click": [1, 0, 1, 1, 0, 0],
+                "add_to_cart": [1, 0, 0, 1, 0, 0],
+                "purchase": [1, 0, 0, 0, 0, 0],
+                "relevance": [3, 0, 2, 3, 1, 0],
+                "position": [1, 2, 3, 1, 2, 3],
+            }
+        ).write_csv(path)
+        return [
+            f"data.source.path={path}",
+            "data.source.rename={search_term: query, market: region}",
+            "data.splits={train: 0, val: 0, test: 1}",
+        ]
+    if (group, option) in REAL_DATA:
+        return real_data_overrides(option)
     if group == "encoder" and option == "local":
         return [f"encoder.path={minilm_package_dir()}"]
     if group == "trainer" and option == "gpu":
         return ["trainer.accelerator=cpu", "trainer.precision=32-true"]  # compose-check on CPU
     return []
+
+
+# Options that read ../shared/data (Home Depot, CrowdFlower): skipped where it is absent, and
+# cut to a few queries per source so that they instantiate in seconds.
+REAL_DATA = {
+    ("data", "homedepot"): ["homedepot"],
+    ("data", "crowdflower"): ["crowdflower"],
+    ("data", "mix"): ["homedepot", "crowdflower"],
+    ("experiment", "real_mix"): ["homedepot", "crowdflower"],
+}
+
+
+def real_data_overrides(option: str) -> list[str]:
+    datasets = REAL_DATA.get(("data", option)) or REAL_DATA[("experiment", option)]
+    missing = [d for d in datasets if not (SHARED / "data" / d / "train.csv").is_file()]
+    if missing:
+        pytest.skip(f"{SHARED / 'data'} has no {missing} (the real datasets are not in the repo)")
+    nodes = (
+        [f"data.source.sources.{d}" for d in datasets]
+        if option in ("mix", "real_mix")
+        else ["data.source"]
+    )
+    return [
+        *(["data=mix"] if option == "real_mix" else []),  # keeps the synthetic TINY keys out
+        f"paths.data_dir={SHARED / 'data'}",
+        *[f"{node}.max_queries=12" for node in nodes],
+        "data.eval_batch_size=4",
+    ]
 
 
 def test_every_group_has_options() -> None:
