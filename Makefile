@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict bench-latency bench-framework bench-memory
+.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-framework bench-memory
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -42,6 +42,13 @@ distill: install  ## Distil a cross-encoder into a bi-encoder student: ARGS="tea
 
 predict: install  ## Rank candidates -> run.trec + scores.parquet: ARGS="ckpt_path=<ckpt> [split=all] [export_onnx=true]"
 	$(PY) -m experiments.predict $(ARGS)
+
+train-real: install  ## Home Depot + CrowdFlower as two regions (needs ../shared/data)
+	$(PY) -m experiments.train experiment=real_mix $(ARGS)
+
+resume: install  ## Resume an interrupted run: make resume RUN=logs/train/runs/<run> ARGS="<the run's own overrides>"
+	@test -n "$(RUN)" || { echo "usage: make resume RUN=<run dir> [ARGS=...]"; exit 2; }
+	$(PY) -m experiments.train hydra.run.dir=$(RUN) ckpt_path=last $(ARGS)
 
 evaluate: install  ## Evaluate a checkpoint: make evaluate ARGS="ckpt_path=... data=..."
 	$(PY) -m experiments.evaluate $(ARGS)

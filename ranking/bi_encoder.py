@@ -243,7 +243,7 @@ def pair_table(datamodule: Any) -> pl.DataFrame:
 
 def student_query_text(query: pl.Expr, region: pl.Expr, region_prefix: bool) -> pl.Expr:
     """The student's query text: ``"{region} | {query}"`` (as the cross-encoder's) or the query."""
-    return pl.format("{} | {}", region, query) if region_prefix else query
+    return pl.concat_str([region, pl.lit(" | "), query]) if region_prefix else query
 
 
 @dataclass(frozen=True)

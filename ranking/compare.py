@@ -125,7 +125,7 @@ def gather(runs: Sequence[Run], metric: str, baselines: Sequence[str] = ()) -> p
         if rows.height == 0:
             found = sorted(run.per_query.get_column("metric").unique().to_list())
             raise ConfigError(f"compare: {run.path} has no metric '{metric}' (found {found})")
-        unit = pl.format("{}:{}", pl.lit(run.seed), pl.col("query_id")).alias("unit")
+        unit = pl.concat_str([pl.lit(f"{run.seed}:"), pl.col("query_id")]).alias("unit")
         models.append(
             rows.filter(pl.col("scorer") == "model").with_columns(
                 pl.lit(variant_name(run.overrides, axes)).alias("variant"),

@@ -349,6 +349,7 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     import lightning.pytorch as pl
     from omegaconf import OmegaConf, open_dict
 
+    from callbacks.resume import prepare_resume
     from ranking.baselines import evaluate_scorer, random_scorer
     from ranking.bi_encoder import StudentDataModule
     from ranking.config import build_datamodule, build_trainer, instantiate, plain
@@ -360,6 +361,9 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = prepare_resume(
+        cfg.get("ckpt_path"), output_dir, OmegaConf.to_container(cfg, resolve=True)
+    )
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     teacher = load_checkpoint(ckpt, key="teacher_ckpt", expect="cross_encoder")
@@ -402,7 +406,7 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         datamodule, student.build_texts(datamodule), student.pad_token_id, cached.scores
     )
     trainer = build_trainer(cfg)
-    trainer.fit(student, datamodule=student_data, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(student, datamodule=student_data, ckpt_path=ckpt_path)
 
     checkpoint = trainer.checkpoint_callback
     best_path = getattr(checkpoint, "best_model_path", "") or None

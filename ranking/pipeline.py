@@ -15,6 +15,7 @@ import polars
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from callbacks.resume import prepare_resume
 from callbacks.wandb_report import finish_wandb, log_resolved_config, log_result_tables
 from ranking.baselines import ScoreFn, random_scorer
 from ranking.config import build_datamodule, build_module, build_trainer, plain, task_list
@@ -190,6 +191,10 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    # ckpt_path=last: the run's own last checkpoint, with a config that must match the run's.
+    ckpt_path = prepare_resume(
+        cfg.get("ckpt_path"), output_dir, OmegaConf.to_container(cfg, resolve=True)
+    )
     if _is_rank_zero():
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -197,12 +202,12 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     tokenizer = load_tokenizer(plain(cfg.encoder))
     datamodule = build_datamodule(cfg, tokenizer, [t["label"] for t in tasks])
     datamodule.setup("fit")
-    log.info("Data (%s):\n%s", datamodule.source.name, datamodule.describe())
+    log.info("Data (%s):\n%s", datamodule.source.name, datamodule.summary())
     module = build_module(cfg, datamodule.region_names)
     trainer = build_trainer(cfg, job_type="train")
     log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     checkpoint = trainer.checkpoint_callback
     best_path = getattr(checkpoint, "best_model_path", "") or None
     best_score = getattr(checkpoint, "best_model_score", None)
@@ -227,7 +232,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             "test",
             output_dir,
             cfg,
-            ckpt_path="best" if best_path else None,
+            ckpt_path=best_path,
             extra=extra,
         )
     elif trainer.is_global_zero:
@@ -254,6 +259,8 @@ def _evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     split = cfg.split
     if split == "all":
         cfg.data.splits = {"test": 1.0}
+        if "split_column" in cfg.data:  # a dataset's own split (ESCI) does not apply to "all"
+            cfg.data.split_column = None
         split = "test"
     tokenizer = load_tokenizer(module.hparams.encoder)
     if "encoder" not in cfg:  # eval.yaml has no encoder group: pair length from the checkpoint
