@@ -101,6 +101,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 def summary(results: dict[str, Any]) -> str:
     fw, mem, lat = results["framework"], results["memory"], results["latency"]
+    data = fw["data_pipeline"]
     rows = [
         ("Lightning / bare-loop training throughput", f"{fw['overhead']['ratio']:.3f}", ">= 0.95"),
         (
@@ -110,7 +111,7 @@ def summary(results: dict[str, Any]) -> str:
         ),
         (
             "data set-up, cold / warm cache (s)",
-            f"{fw['data_pipeline']['cold_setup_s']:.1f} / {fw['data_pipeline']['warm_setup_s']:.1f}",
+            f"{data['cold_setup_s']:.1f} / {data['warm_setup_s']:.1f}",
             "",
         ),
         ("peak RSS of the default experiment (GB)", f"{mem['peak_rss_gb']:.2f}", "<= 4"),
