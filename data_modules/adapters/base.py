@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 
-from data_modules.adapters._common import sample_queries
+from data_modules.adapters._common import (
+    graded_gain,
+    merge_duplicates,
+    require_columns,
+    sample_queries,
+    with_file_rows,
+)
+from data_modules.sources import check_path, read_table
 from data_modules.validation import DropReport
 
 
@@ -37,3 +46,72 @@ class Adapter:
 
     def _read(self) -> pl.DataFrame:
         raise NotImplementedError
+
+
+class GradedCsvAdapter(Adapter):
+    """A crowd-rated relevance CSV (Kaggle layouts): one file, one region, ratings -> gains.
+
+    Subclasses set ``label`` (the rating column), ``rating_range`` (min, max), ``columns``
+    (required), ``kind`` (name prefix), ``duplicate_reason`` and implement :meth:`_columns`
+    (query, product_title, more text; product_id unless :meth:`_derived` gives it); this class
+    reads and checks the file, adds ``relevance = (rating - min) / (max - min)``, the raw
+    ``rating``, the region and ``query_id = query`` (these files have no query ids: one query
+    text is one list), and merges repeated (query_id, product_id) rows with ratings averaged
+    (reported).
+
+    Args:
+        path: The CSV file.
+        region: Value of the ``region`` column.
+        encoding: CSV encoding.
+        max_queries: Keep this many queries, chosen with ``seed`` (``None``: all).
+        seed: Seed of that choice.
+    """
+
+    kind = ""
+    label = ""
+    rating_range: tuple[float, float] = (0.0, 1.0)
+    columns: tuple[str, ...] = ()
+    duplicate_reason = "repeated (query, product) rows merged, ratings averaged"
+
+    def __init__(
+        self,
+        path: str | Path,
+        region: str,
+        encoding: str,
+        max_queries: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.path = check_path(path, "data.source.path")
+        self.region = str(region)
+        self.encoding = encoding
+        super().__init__(f"{self.kind}({self.path})", max_queries, seed)
+
+    def _columns(self, df: pl.DataFrame) -> list[pl.Expr]:
+        """Expressions on the file's columns: query, product_title (product_id, more text)."""
+        raise NotImplementedError
+
+    def _derived(self) -> list[pl.Expr]:
+        """Columns computed from :meth:`_columns`' output (e.g. a product_id from the title)."""
+        return []
+
+    def _read(self) -> pl.DataFrame:
+        source = str(self.path)
+        df = read_table(self.path, self.encoding, key="data.source.path")
+        require_columns(df, source, self.columns)
+        df = with_file_rows(df)
+        table = df.select(
+            *self._columns(df),
+            pl.lit(self.region).alias("region"),
+            graded_gain(df, source, self.label, *self.rating_range),
+            pl.col(self.label).cast(pl.Float64).alias("rating"),
+        ).with_columns(pl.col("query").alias("query_id"), *self._derived())
+        table = merge_duplicates(
+            table,
+            ["query_id", "product_id"],
+            ["relevance", "rating"],
+            self.report,
+            self.duplicate_reason,
+        )
+        return table.select(
+            "query_id", "query", "product_id", pl.exclude("query_id", "query", "product_id")
+        )

@@ -28,21 +28,11 @@ from pathlib import Path
 
 import polars as pl
 
-from data_modules.adapters._common import (
-    graded_gain,
-    merge_duplicates,
-    require_columns,
-    text,
-    with_file_rows,
-)
-from data_modules.adapters.base import Adapter
-from data_modules.sources import check_path, read_table
-
-COLUMNS = ("query", "product_title", "median_relevance")
-RATING_RANGE = (1.0, 4.0)
+from data_modules.adapters._common import text
+from data_modules.adapters.base import GradedCsvAdapter
 
 
-class CrowdFlowerSource(Adapter):
+class CrowdFlowerSource(GradedCsvAdapter):
     """CrowdFlower ``train.csv`` as a canonical table with graded ``relevance`` gains.
 
     Args:
@@ -53,6 +43,12 @@ class CrowdFlowerSource(Adapter):
         seed: Seed of that choice.
     """
 
+    kind = "crowdflower"
+    label = "median_relevance"
+    rating_range = (1.0, 4.0)
+    columns = ("query", "product_title", "median_relevance")
+    duplicate_reason = "repeated (query, product title) rows merged, ratings averaged"
+
     def __init__(
         self,
         path: str | Path,
@@ -61,40 +57,21 @@ class CrowdFlowerSource(Adapter):
         max_queries: int | None = None,
         seed: int = 0,
     ) -> None:
-        self.path = check_path(path, "data.source.path")
-        self.region = str(region)
-        self.encoding = encoding
-        super().__init__(f"crowdflower({self.path})", max_queries, seed)
+        super().__init__(path, region, encoding, max_queries, seed)
 
-    def _read(self) -> pl.DataFrame:
-        source = str(self.path)
-        df = read_table(self.path, self.encoding, key="data.source.path")
-        require_columns(df, source, COLUMNS)
-        df = with_file_rows(df)
-        gain = graded_gain(df, source, "median_relevance", *RATING_RANGE)
+    def _columns(self, df: pl.DataFrame) -> list[pl.Expr]:
         description = (
             text("product_description")
             if "product_description" in df.columns
             else pl.lit(None, dtype=pl.Utf8)
         )
-        table = df.select(
+        return [
             text("query").alias("query"),
             text("product_title").alias("product_title"),
             # Empty descriptions become null so that merging picks a non-empty one.
             description.replace("", None).alias("product_description"),
-            pl.lit(self.region).alias("region"),
-            gain,
-            pl.col("median_relevance").cast(pl.Float64).alias("rating"),
-        ).with_columns(
-            pl.col("query").alias("query_id"), pl.col("product_title").alias("product_id")
-        )
-        table = merge_duplicates(
-            table,
-            ["query_id", "product_id"],
-            ["relevance", "rating"],
-            self.report,
-            "repeated (query, product title) rows merged, ratings averaged",
-        )
-        return table.select(
-            "query_id", "query", "product_id", pl.exclude("query_id", "query", "product_id")
-        )
+        ]
+
+    def _derived(self) -> list[pl.Expr]:
+        # No product ids in the file: the title is what the raters judged.
+        return [pl.col("product_title").alias("product_id")]

@@ -24,21 +24,11 @@ from pathlib import Path
 
 import polars as pl
 
-from data_modules.adapters._common import (
-    graded_gain,
-    merge_duplicates,
-    require_columns,
-    text,
-    with_file_rows,
-)
-from data_modules.adapters.base import Adapter
-from data_modules.sources import check_path, read_table
-
-COLUMNS = ("id", "product_uid", "product_title", "search_term", "relevance")
-RATING_RANGE = (1.0, 3.0)
+from data_modules.adapters._common import text
+from data_modules.adapters.base import GradedCsvAdapter
 
 
-class HomeDepotSource(Adapter):
+class HomeDepotSource(GradedCsvAdapter):
     """Home Depot ``train.csv`` as a canonical table with graded ``relevance`` gains.
 
     Args:
@@ -49,6 +39,11 @@ class HomeDepotSource(Adapter):
         seed: Seed of that choice.
     """
 
+    kind = "homedepot"
+    label = "relevance"
+    rating_range = (1.0, 3.0)
+    columns = ("id", "product_uid", "product_title", "search_term", "relevance")
+
     def __init__(
         self,
         path: str | Path,
@@ -57,30 +52,11 @@ class HomeDepotSource(Adapter):
         max_queries: int | None = None,
         seed: int = 0,
     ) -> None:
-        self.path = check_path(path, "data.source.path")
-        self.region = str(region)
-        self.encoding = encoding
-        super().__init__(f"homedepot({self.path})", max_queries, seed)
+        super().__init__(path, region, encoding, max_queries, seed)
 
-    def _read(self) -> pl.DataFrame:
-        source = str(self.path)
-        df = read_table(self.path, self.encoding, key="data.source.path")
-        require_columns(df, source, COLUMNS)
-        df = with_file_rows(df)
-        gain = graded_gain(df, source, "relevance", *RATING_RANGE)
-        table = df.select(
+    def _columns(self, df: pl.DataFrame) -> list[pl.Expr]:
+        return [
             text("search_term").alias("query"),
             pl.col("product_uid").cast(pl.Utf8).alias("product_id"),
             text("product_title").alias("product_title"),
-            pl.lit(self.region).alias("region"),
-            gain,
-            pl.col("relevance").cast(pl.Float64).alias("rating"),
-        ).with_columns(pl.col("query").alias("query_id"))
-        table = merge_duplicates(
-            table,
-            ["query_id", "product_id"],
-            ["relevance", "rating"],
-            self.report,
-            "repeated (query, product) rows merged, ratings averaged",
-        )
-        return table.select("query_id", pl.exclude("query_id"))
+        ]
