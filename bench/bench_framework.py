@@ -56,7 +56,7 @@ def build(cfg: Any) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(dict(cfg.encoder))
     datamodule = build_datamodule(cfg, tokenizer, [t["label"] for t in task_list(cfg)])
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule.region_names)
+    module = build_module(cfg, datamodule.region_names, datamodule)
     return datamodule, module
 
 

@@ -25,7 +25,7 @@ from data_modules.sources import FileSource, SyntheticSource, TableSource
 from data_modules.splits import split_by_query, split_predefined
 from data_modules.tokenization import TokenizedPairs, tokenize_pairs
 from data_modules.validation import DropReport, validate_table
-from ranking.errors import ConfigError
+from ranking.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ class ListwiseDataModule(pl_light.LightningDataModule):
 
     Batches follow :class:`data_modules.listwise.ListwiseCollator`: ``input_ids [B, L, T]``,
     ``mask [B, L]``, ``labels [B, L, K]`` (K = ``len(label_columns)``, in task order),
-    ``region [B]``.
+    ``region [B]``, and ``region_features [B, L, F]`` when ``region_feature_columns`` names F > 0
+    columns.
 
     Args:
         source: Where the canonical table comes from.
@@ -64,6 +65,10 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         engagement: Options of :class:`data_modules.engagement.EngagementSimulator`; when given,
             simulated position/click/add_to_cart/purchase are added to the table right after
             it is loaded (for data with graded relevance only). ``None``: the table's own labels.
+        region_feature_columns: Numeric per-row columns fed to the MD region mask's gate (e.g.
+            ``price``, or a region-level price index joined per row). Raw values go into the
+            batches; their train-split mean and std (:meth:`region_feature_stats`) go into the
+            model, which standardises them (so a checkpoint keeps its training statistics).
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         product_text_fields: Sequence[str] = DEFAULT_PRODUCT_FIELDS,
         region_in_query: bool = True,
         engagement: Mapping[str, Any] | None = None,
+        region_feature_columns: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if label_columns is not None and not label_columns:
@@ -116,10 +122,15 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         self.num_workers = num_workers
         self.product_text_fields = list(product_text_fields)
         self.region_in_query = region_in_query
+        self.region_feature_columns = _column_names(
+            region_feature_columns, "data.region_feature_columns"
+        )
 
         self.region_names: list[str] = []
         self.tokens: TokenizedPairs | None = None
         self.labels: np.ndarray | None = None
+        # [num_pairs, F] float32 raw region feature values per pair row; None when F = 0.
+        self.region_features: np.ndarray | None = None
         self.lists: dict[str, QueryLists] = {}
         self.tables: dict[str, pl.DataFrame] = {}
         self.drop_report: DropReport | None = None
@@ -152,7 +163,9 @@ class ListwiseDataModule(pl_light.LightningDataModule):
             return
         if self.tokenizer is None or not self.label_columns:
             raise ConfigError("ListwiseDataModule.setup needs a tokenizer and label columns")
-        table, self.drop_report = validate_table(self._load(), self.source.name, self.label_columns)
+        raw = self._load()
+        check_numeric_columns(raw, self.source.name, self.region_feature_columns)
+        table, self.drop_report = validate_table(raw, self.source.name, self.label_columns)
         # What the adapter merged or removed comes first in the report (it happened first).
         adapter_report = getattr(self.source, "report", None)
         if isinstance(adapter_report, DropReport):
@@ -167,6 +180,12 @@ class ListwiseDataModule(pl_light.LightningDataModule):
             self.tokenizer, queries, products, self.max_length, self.cache_dir
         )
         self.labels = table.select(self.label_columns).to_numpy().astype(np.float32)
+        if self.region_feature_columns:
+            self.region_features = (
+                table.select(pl.col(self.region_feature_columns).cast(pl.Float64))
+                .to_numpy()
+                .astype(np.float32)
+            )
         self.region_names = sorted(table.get_column("region").unique().to_list())
         region_index = {name: i for i, name in enumerate(self.region_names)}
         self.tables = self._split(table)
@@ -214,7 +233,9 @@ class ListwiseDataModule(pl_light.LightningDataModule):
             batch_size=self.batch_size if train else self.eval_batch_size,
             # Shards itself across DDP ranks (Lightning leaves a DistributedSampler alone).
             sampler=EpochSampler(len(lists), shuffle=train, seed=self.seed, even_shards=train),
-            collate_fn=ListwiseCollator(self.tokens, self.tokenizer.pad_token_id),
+            collate_fn=ListwiseCollator(
+                self.tokens, self.tokenizer.pad_token_id, self.region_features
+            ),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -231,6 +252,34 @@ class ListwiseDataModule(pl_light.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+    def region_feature_stats(self) -> dict[str, list]:
+        """Mean and standard deviation of each region feature column over the TRAIN split rows.
+
+        ``mean_f = (1/n) sum_i x_if``, ``std_f = sqrt((1/n) sum_i (x_if - mean_f)^2)`` (population
+        std, ddof 0) over the n rows of the train split (every impression counts once). The model
+        stores them (``region_mask.feature_mean/feature_std``) and standardises with them.
+
+        Returns:
+            ``{"columns": [...], "mean": [F floats], "std": [F floats]}`` (empty lists when F = 0).
+
+        Raises:
+            ConfigError: ``setup`` has not run, or there is no train split to fit them on.
+        """
+        columns = self.region_feature_columns
+        if not columns:
+            return {"columns": [], "mean": [], "std": []}
+        if "train" not in self.tables:
+            raise ConfigError(
+                "data.region_feature_columns: the feature statistics come from the train split, "
+                f"and there is none (splits: {sorted(self.tables) or 'setup() not run'})"
+            )
+        train = self.tables["train"].select(pl.col(columns).cast(pl.Float64))
+        return {
+            "columns": list(columns),
+            "mean": [float(v) for v in train.mean().row(0)],
+            "std": [float(v) for v in train.std(ddof=0).row(0)],
+        }
 
     # ------------------------------------------------------------------ reporting
     def _binary(self, column: str) -> bool:
@@ -356,6 +405,55 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         if self.drop_report is not None:
             parts.append(self.drop_report.summary())
         return "\n".join(parts)
+
+
+def _column_names(columns: Sequence[str] | None, key: str) -> list[str]:
+    """``columns`` as a list of distinct names, or :class:`ConfigError` naming ``key``."""
+    if columns is None:
+        return []
+    if isinstance(columns, str):
+        raise ConfigError(
+            f"{key} must be a list of column names, e.g. [{columns}]; got {columns!r}"
+        )
+    names = list(columns)
+    bad = [c for c in names if not isinstance(c, str) or not c]
+    if bad:
+        raise ConfigError(f"{key} must hold column names, got {bad}")
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise ConfigError(f"{key} repeats column(s) {repeated}")
+    return names
+
+
+def check_numeric_columns(table: pl.DataFrame, source: str, columns: Sequence[str]) -> None:
+    """Each of ``columns`` must exist, be numeric and hold finite values only.
+
+    Raises:
+        DataValidationError: naming ``source``, the column and its first bad rows (0-based data
+            rows of the table as loaded, header excluded).
+    """
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataValidationError(
+            f"{source}: missing region feature column(s) {missing} (data.region_feature_columns);"
+            f" columns found: {', '.join(table.columns)}"
+        )
+    for column in columns:
+        dtype = table.schema[column]
+        if not dtype.is_numeric():
+            raise DataValidationError(
+                f"{source}: region feature column '{column}' has type {dtype}; region features "
+                "must be numeric (encode categories as numbers first)"
+            )
+        values = table.get_column(column).cast(pl.Float64)
+        bad = values.is_null() | values.is_nan() | values.is_infinite()
+        count = int(bad.sum())
+        if count:
+            rows = ", ".join(str(r) for r in bad.arg_true()[:3].to_list())
+            raise DataValidationError(
+                f"{source}: region feature column '{column}' has {count} missing, NaN or "
+                f"infinite value(s) (first at row {rows})"
+            )
 
 
 class SyntheticDataModule(ListwiseDataModule):

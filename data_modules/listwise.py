@@ -249,12 +249,32 @@ class ListwiseCollator:
         ``input_ids``/``token_type_ids``/``attention_mask``: ``[B, L, T]`` int64,
         ``mask``: ``[B, L]`` bool (True = real item), ``labels``: ``[B, L, K]`` float32
         (0 at padding), ``region``: ``[B]`` int64, ``list_index``: ``[B]`` int64 (index of the
-        list in its split), ``rows``: ``[B, L]`` int64 (pair row of each item, -1 at padding).
+        list in its split), ``rows``: ``[B, L]`` int64 (pair row of each item, -1 at padding),
+        and only when ``region_features`` has F > 0 columns: ``region_features``: ``[B, L, F]``
+        float32 (the raw values of the items' pair rows, 0 at padding).
+
+    Args:
+        tokens: The tokenised pairs.
+        pad_token_id: Token id that fills padded positions.
+        region_features: ``[num_pairs, F]`` feature values per pair row, or ``None``.
     """
 
-    def __init__(self, tokens: TokenizedPairs, pad_token_id: int) -> None:
+    def __init__(
+        self,
+        tokens: TokenizedPairs,
+        pad_token_id: int,
+        region_features: np.ndarray | None = None,
+    ) -> None:
         self.tokens = tokens
         self.pad_token_id = pad_token_id
+        if region_features is not None:
+            if region_features.ndim != 2:
+                raise ValueError(
+                    f"region_features must be [num_pairs, F], got {region_features.shape}"
+                )
+            if region_features.shape[1] == 0:
+                region_features = None  # F = 0: batches stay exactly as without features
+        self.region_features = region_features
 
     def __call__(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
         batch_size = len(items)
@@ -279,7 +299,7 @@ class ListwiseCollator:
                 input_ids[b, i, : end - start] = self.tokens.ids[start:end]
                 type_ids[b, i, : end - start] = self.tokens.type_ids[start:end]
                 attention[b, i, : end - start] = 1
-        return {
+        batch = {
             "input_ids": torch.from_numpy(input_ids),
             "token_type_ids": torch.from_numpy(type_ids),
             "attention_mask": torch.from_numpy(attention),
@@ -289,3 +309,11 @@ class ListwiseCollator:
             "list_index": torch.tensor([item["list_index"] for item in items], dtype=torch.int64),
             "rows": torch.from_numpy(rows),
         }
+        if self.region_features is not None:
+            features = np.zeros(
+                (batch_size, list_len, self.region_features.shape[1]), dtype=np.float32
+            )
+            for b, item in enumerate(items):
+                features[b, : len(item["rows"])] = self.region_features[item["rows"]]
+            batch["region_features"] = torch.from_numpy(features)
+        return batch

@@ -63,7 +63,8 @@ def read_table(path: Path, encoding: str = "utf8", key: str = "data.path") -> pl
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as err:
         hint = ""
         if "utf-8" in str(err).lower() or isinstance(err, UnicodeDecodeError):
-            hint = f" (the file is not {encoding}: set the encoding option, e.g. latin-1)"
+            option = key.split()[0].rsplit(".", 1)[0] + ".encoding" if "." in key else "encoding"
+            hint = f" (the file is not {encoding}: set {option}, e.g. latin-1)"
         raise DataValidationError(f"{path}: cannot be read as {kind}: {err}{hint}") from err
 
 
@@ -98,7 +99,7 @@ class FileSource:
         self.name = str(self.path)
 
     def load(self) -> pl.DataFrame:
-        df = read_table(self.path, self.encoding, key="data.path / data.encoding")
+        df = read_table(self.path, self.encoding, key="data.path")
         return apply_rename(df, self.rename, str(self.path))
 
 

@@ -60,8 +60,15 @@ def build_source(cfg: DictConfig) -> Any:
     return instantiate(cfg.data, "data").source
 
 
-def build_module(cfg: DictConfig, region_names: list[str]) -> Any:
-    """The LightningModule of ``cfg.model`` with its encoder, tasks, loss, tower and region mask."""
+def build_module(cfg: DictConfig, region_names: list[str], datamodule: Any = None) -> Any:
+    """The LightningModule of ``cfg.model`` with its encoder, tasks, loss, tower and region mask.
+
+    Args:
+        cfg: The composed config.
+        region_names: The training data's regions, in id order.
+        datamodule: The set-up training DataModule; when given, its train-split region feature
+            statistics go into the region mask spec (see :func:`region_mask_spec`).
+    """
     return instantiate(
         cfg.model,
         "model",
@@ -69,9 +76,55 @@ def build_module(cfg: DictConfig, region_names: list[str]) -> Any:
         tasks=task_list(cfg),
         loss=plain(cfg.loss),
         tower=plain(cfg.tower),
-        region_mask=plain(cfg.region_mask),
+        region_mask=region_mask_spec(cfg, datamodule),
         region_names=list(region_names),
     )
+
+
+def region_mask_spec(cfg: DictConfig, datamodule: Any = None) -> dict[str, Any] | None:
+    """``cfg.region_mask`` completed with the region feature columns of ``cfg.data``.
+
+    With ``data.region_feature_columns`` = F > 0 names, the spec gains ``region_feature_dim=F``,
+    ``feature_columns`` and, from ``datamodule.region_feature_stats()`` (train split), the
+    ``feature_mean``/``feature_std`` the mask standardises with; they land in the module's hparams
+    and so in every checkpoint. Without a ``datamodule`` (or with the statistics set in the
+    config) they are left as they are, and ``RankingModule.setup("fit")`` fits missing ones on
+    the training DataModule. With no feature columns the spec is returned unchanged.
+
+    Raises:
+        ConfigError: feature columns with ``region_mask=none``, or a ``region_mask.
+            region_feature_dim`` that differs from the number of columns.
+    """
+    spec = plain(cfg.region_mask)
+    if hasattr(datamodule, "region_feature_columns"):
+        columns = list(datamodule.region_feature_columns)
+    else:
+        given = plain(cfg.data.get("region_feature_columns")) if "data" in cfg else None
+        if isinstance(given, str):
+            raise ConfigError(
+                f"data.region_feature_columns must be a list, e.g. [{given}]; got {given!r}"
+            )
+        columns = list(given or [])
+    if not columns:
+        return spec
+    if not spec or spec.get("name", "none") in (None, "none"):
+        raise ConfigError(
+            f"data.region_feature_columns={columns} feed the MD region mask's gate, but "
+            "region_mask is 'none': set region_mask=feature, or data.region_feature_columns=[]"
+        )
+    spec = dict(spec)
+    dim = spec.get("region_feature_dim")
+    if dim not in (None, 0, len(columns)):
+        raise ConfigError(
+            f"region_mask.region_feature_dim={dim} but data.region_feature_columns names "
+            f"{len(columns)} column(s) {columns}; leave region_mask.region_feature_dim unset"
+        )
+    spec["region_feature_dim"] = len(columns)
+    spec["feature_columns"] = columns
+    if datamodule is not None and spec.get("feature_mean") is None:
+        stats = datamodule.region_feature_stats()
+        spec["feature_mean"], spec["feature_std"] = stats["mean"], stats["std"]
+    return spec
 
 
 def _instantiate_group(group: DictConfig | None, key: str) -> list[Any]:

@@ -12,7 +12,8 @@ from ranking.towers import Tower, TowerOutput
 class CrossEncoder(nn.Module):
     """Scores (query, product) pairs jointly encoded by a BERT-family transformer.
 
-    ``h = dropout-free pool(BERT([CLS] q [SEP] p [SEP]))``, then ``tower(h, region) -> [N, K]``
+    ``h = dropout-free pool(BERT([CLS] q [SEP] p [SEP]))``, then
+    ``tower(h, region, region_features) -> [N, K]``
     with one score per task (Nogueira & Cho, 2019, "Passage Re-ranking with BERT"; the multi-task
     BERT product-ranking paper shares the encoder across engagement tasks the same way). The tower
     (shared-bottom, MMoE or SEQ, optionally behind the MD region mask) owns dropout and heads.
@@ -35,6 +36,7 @@ class CrossEncoder(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None,
         region: torch.Tensor,
+        region_features: torch.Tensor | None = None,
     ) -> TowerOutput:
         """Score N pairs.
 
@@ -43,6 +45,8 @@ class CrossEncoder(nn.Module):
             attention_mask: ``[N, T]``, 1 for real tokens.
             token_type_ids: ``[N, T]`` segment ids (0 query, 1 product).
             region: ``[N]`` region id of each pair (model vocabulary).
+            region_features: ``[N, F]`` raw region feature columns for the tower's region mask
+                (standardised there), or ``None``.
 
         Returns:
             :class:`TowerOutput` with ``scores [N, K]`` (logits) and the tower's auxiliary loss.
@@ -50,7 +54,10 @@ class CrossEncoder(nn.Module):
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
-        return self.tower(pool(hidden, attention_mask, self.pooling), region)
+        h = pool(hidden, attention_mask, self.pooling)
+        if region_features is None:  # towers without a mask are called exactly as before
+            return self.tower(h, region)
+        return self.tower(h, region, region_features)
 
 
 def score_lists(
@@ -63,13 +70,15 @@ def score_lists(
 
     Args:
         scorer: The cross-encoder.
-        batch: A listwise batch (see :class:`data_modules.listwise.ListwiseCollator`).
+        batch: A listwise batch (see :class:`data_modules.listwise.ListwiseCollator`); its
+            ``region_features [B, L, F]``, when present, reach the tower packed as ``[N, F]``.
         region: ``[B]`` region id of each list in the model's vocabulary.
 
     Returns:
         ``([B, L, K] scores, 0 at padded positions; the tower's scalar auxiliary loss)``.
     """
     mask = batch["mask"]
+    features = batch.get("region_features")
     attention = batch["attention_mask"][mask]
     seq_len = int(attention.sum(-1).max())
     out = scorer(
@@ -77,6 +86,7 @@ def score_lists(
         attention_mask=attention[:, :seq_len],
         token_type_ids=batch["token_type_ids"][mask][:, :seq_len],
         region=region.unsqueeze(1).expand_as(mask)[mask],
+        region_features=None if features is None else features[mask],
     )
     scores = out.scores.new_zeros((*mask.shape, out.scores.shape[-1]))
     scores[mask] = out.scores

@@ -28,6 +28,14 @@ class RankingModule(ListwiseRanker):
     it has not seen is refused when the tower has a region mask (the mask has no gate for it);
     without a mask the region does not change the scores, and such data is scored as region 0.
 
+    Region features: a ``region_mask`` with ``region_feature_dim=F > 0`` (set by
+    :func:`ranking.config.build_module` from ``data.region_feature_columns``) reads the batches'
+    ``region_features [B, L, F]`` and standardises them with its ``feature_mean``/``feature_std``
+    (train-split statistics kept in the hparams, so in every checkpoint; fitted at
+    ``setup("fit")`` from the DataModule when the spec has none). Data whose feature columns do not
+    match the model's (columns given to a model without them, none or other ones given to a model
+    trained with them) is refused with a :class:`ConfigError`, never silently ignored.
+
     Args:
         encoder: Encoder spec (see :mod:`ranking.encoders`): ``source``, ``path``, ``architecture``,
             ``pooling``.
@@ -38,8 +46,9 @@ class RankingModule(ListwiseRanker):
         metrics: Metric specs for val/test, e.g. ``["ndcg@10", "mrr@10", "map"]``.
         tower: ``{name, **options}`` for :func:`ranking.towers.build_tower`; the default
             (shared-bottom without hidden layers) is dropout + one linear head per task.
-        region_mask: ``{name: feature, **options}`` for the MD region mask; ``None`` or
-            ``{name: none}`` for none.
+        region_mask: ``{name: feature, **options}`` for the MD region mask (options include
+            ``region_feature_dim``, ``feature_columns``, ``feature_mean``, ``feature_std``);
+            ``None`` or ``{name: none}`` for none.
         region_names: The training data's regions, in id order.
         loss_weighting: ``{name: static}`` (default: ``sum_k w_k * loss_k``) or ``{name:
             uncertainty, init_log_variance}`` (Kendall et al., 2018; see
@@ -88,9 +97,88 @@ class RankingModule(ListwiseRanker):
             raise ConfigError("tower.name is missing") from err
         self.scorer = CrossEncoder(model, tower_module, pooling=encoder.get("pooling", "cls"))
 
+    # ------------------------------------------------------------------ region features
+    @property
+    def region_feature_dim(self) -> int:
+        """F, the number of region feature columns the region mask reads (0: none)."""
+        mask = getattr(self.scorer.tower, "region_mask", None)
+        return int(getattr(mask, "region_feature_dim", 0)) if mask is not None else 0
+
+    @property
+    def region_feature_columns(self) -> list[str]:
+        """Names of the region feature columns the model was trained with (``[]``: unnamed/none)."""
+        mask = getattr(self.scorer.tower, "region_mask", None)
+        return list(getattr(mask, "feature_columns", None) or [])
+
+    def check_region_features(self, columns: Sequence[str] | int) -> None:
+        """Refuse data whose region feature columns differ from the model's.
+
+        Args:
+            columns: The data's ``data.region_feature_columns`` (names), or only their number.
+
+        Raises:
+            ConfigError: naming ``data.region_feature_columns`` and ``region_mask``.
+        """
+        given = columns if isinstance(columns, int) else len(columns)
+        names = None if isinstance(columns, int) else list(columns)
+        dim, trained = self.region_feature_dim, self.region_feature_columns
+        if given == dim and (names is None or not trained or names == trained):
+            return
+        if dim == 0:
+            mask = (
+                "a region mask without region features (region_mask.region_feature_dim=0)"
+                if self.uses_region_mask
+                else "no region mask (region_mask=none)"
+            )
+            raise ConfigError(
+                f"data.region_feature_columns gives {given} column(s) {names or ''} but the model "
+                f"has {mask}: train with region_mask=feature, or set data.region_feature_columns=[]"
+            )
+        want = _cli_list(trained) if trained else f"{dim} column(s)"
+        if given == 0:
+            raise ConfigError(
+                f"the model's region mask was trained with region features {want} "
+                f"(region_mask.region_feature_dim={dim}) and the data gives none: set "
+                f"data.region_feature_columns={want}"
+            )
+        raise ConfigError(
+            f"data.region_feature_columns={_cli_list(names) if names else given} does not match "
+            f"the region features the model's region mask was trained with: {want} "
+            f"(region_mask.region_feature_dim={dim})"
+        )
+
+    def fit_region_feature_stats(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Set the mask's standardisation statistics and record them in the hparams."""
+        self.scorer.tower.region_mask.set_feature_stats(mean, std)
+        spec = dict(self.hparams["region_mask"])
+        spec["feature_mean"], spec["feature_std"] = (
+            [float(v) for v in mean],
+            [float(v) for v in std],
+        )
+        self.hparams["region_mask"] = spec
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        columns = getattr(datamodule, "region_feature_columns", None)
+        if columns is None:
+            return
+        self.check_region_features(columns)
+        spec = self.hparams.get("region_mask") or {}
+        if stage == "fit" and self.region_feature_dim and spec.get("feature_mean") is None:
+            stats = datamodule.region_feature_stats()
+            self.fit_region_feature_stats(stats["mean"], stats["std"])
+
     # ------------------------------------------------------------------ steps
     def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([B, L, K] scores, 0 at padded positions; the tower's auxiliary loss)``."""
+        """``([B, L, K] scores, 0 at padded positions; the tower's auxiliary loss)``.
+
+        Raises:
+            ConfigError: the batch's ``region_features`` (or their absence) do not fit the model.
+        """
+        features = batch.get("region_features")
+        if (0 if features is None else features.shape[-1]) != self.region_feature_dim:
+            self.check_region_features(0 if features is None else int(features.shape[-1]))
         return score_lists(self.scorer, batch, self.region_lookup[batch["region"]])
 
     def compute_loss(
@@ -125,3 +213,8 @@ class RankingModule(ListwiseRanker):
                 {f"train/{k}": v for k, v in losses.items() if k != "loss"}, batch_size=batch_size
             )
         return losses["loss"]
+
+
+def _cli_list(names: Sequence[str]) -> str:
+    """``[a,b]``: a list as written on the command line."""
+    return "[" + ",".join(names) + "]"

@@ -203,7 +203,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule = build_datamodule(cfg, tokenizer, [t["label"] for t in tasks])
     datamodule.setup("fit")
     log.info("Data (%s):\n%s", datamodule.source.name, datamodule.summary())
-    module = build_module(cfg, datamodule.region_names)
+    module = build_module(cfg, datamodule.region_names, datamodule)
     trainer = build_trainer(cfg, job_type="train")
     log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
 

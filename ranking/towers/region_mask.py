@@ -11,11 +11,16 @@ they are just a convention the encoder learns to fill), the gate's input (a lear
 embedding, optionally concatenated with region feature columns), its size, and the scale
 (``scale * sigmoid``; with the default 2 a mask of 1 is the identity and the gate can both damp and
 amplify, as in PEPNet's Gate NU, Chang et al., KDD 2023).
+
+Region feature columns (``data.region_feature_columns``, e.g. a price or a currency/price-level
+index joined per row) are standardised *inside* the mask with the training split's mean and std,
+held as buffers and as constructor arguments (so in the module's hparams and its checkpoint): a
+checkpoint evaluated on other data keeps its training statistics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +40,8 @@ class FeatureRegionMask(nn.Module):
     With ``h = [h_inv, h_reg]`` split at ``D_inv = round(invariant_fraction * H)`` (Python's
     ``round``, half to even)::
 
-        z     = [E[region], region_features]                        # [N, E + F]
+        x     = (region_features - feature_mean) / feature_std      # [N, F], std 0 -> 1
+        z     = [E[region], x]                                      # [N, E + F]
         m     = scale * sigmoid(W2 relu(W1 z + b1) + b2)            # [N, H - D_inv], in [0, scale]
         h'    = [h_inv, m * h_reg]                                  # [N, H]
 
@@ -46,11 +52,16 @@ class FeatureRegionMask(nn.Module):
         hidden_size: H, width of the input representation.
         num_regions: Number of region ids; ids must lie in ``[0, num_regions)``.
         region_feature_dim: F, number of region feature columns passed to :meth:`forward`
-            (0: the gate sees the region embedding only). Standardise them upstream.
+            (0: the gate sees the region embedding only).
         region_embedding_dim: E, width of the learned region embedding (0: none, then F >= 1).
         invariant_fraction: Share of the H dimensions passed through unchanged, in ``[0, 1)``.
         scale: Upper bound of the mask (> 0).
         gate_hidden: Width of the gate's hidden layer (0: a single linear layer).
+        feature_columns: Names of the F feature columns, in order (for error messages and the
+            checkpoint's record; ``()``: unnamed).
+        feature_mean: ``[F]`` mean of each feature on the training split (``None``: 0).
+        feature_std: ``[F]`` standard deviation of each feature on the training split
+            (``None``: 1; a std of 0, a constant column, is replaced by 1).
 
     Raises:
         ConfigError: (a ``ValueError``) on an invalid size, fraction or scale.
@@ -71,6 +82,9 @@ class FeatureRegionMask(nn.Module):
         invariant_fraction: float = 0.5,
         scale: float = 2.0,
         gate_hidden: int = 32,
+        feature_columns: Sequence[str] = (),
+        feature_mean: Sequence[float] | None = None,
+        feature_std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.hidden_size = positive_int(hidden_size, "hidden_size")
@@ -95,6 +109,17 @@ class FeatureRegionMask(nn.Module):
                 f"of hidden_size={hidden_size}"
             )
         self.region_feature_dim = region_feature_dim
+        self.feature_columns = _feature_columns(feature_columns, region_feature_dim)
+        mean = _feature_stat(feature_mean, "feature_mean", region_feature_dim, 0.0)
+        std = _feature_stat(feature_std, "feature_std", region_feature_dim, 1.0)
+        if (std < 0).any():
+            raise ConfigError(f"region_mask.feature_std must be >= 0, got {std.tolist()}")
+        if region_feature_dim:
+            # Persistent buffers: they follow .to(device) and are saved in the state dict (the
+            # constructor arguments also keep them in the hparams). A constant column has std 0;
+            # it is only centred (dividing by 1), not blown up.
+            self.register_buffer("feature_mean", mean)
+            self.register_buffer("feature_std", torch.where(std > 0, std, torch.ones_like(std)))
         self.scale = float(scale)
         self.embedding = (
             nn.Embedding(self.num_regions, region_embedding_dim) if region_embedding_dim else None
@@ -144,15 +169,16 @@ class FeatureRegionMask(nn.Module):
         if self.region_feature_dim:
             expected = (h.shape[0], self.region_feature_dim)
             if region_features is None:
+                named = f" (columns {self.feature_columns})" if self.feature_columns else ""
                 raise ValueError(
                     f"region mask built with region_feature_dim={self.region_feature_dim} "
-                    "needs region_features"
+                    f"needs region_features{named}"
                 )
             if tuple(region_features.shape) != expected:
                 raise ValueError(
                     f"region_features must be {list(expected)}, got {list(region_features.shape)}"
                 )
-            parts.append(region_features.to(self.gate_dtype))
+            parts.append(self.standardise(region_features).to(self.gate_dtype))
         elif region_features is not None:
             raise ValueError(
                 f"got region_features with {region_features.shape[-1]} column(s) but the region "
@@ -160,9 +186,50 @@ class FeatureRegionMask(nn.Module):
             )
         return torch.cat(parts, dim=-1)
 
+    def standardise(self, region_features: Tensor) -> Tensor:
+        """``(x - feature_mean) / feature_std`` in float32, ``[N, F] -> [N, F]``."""
+        return (region_features.float() - self.feature_mean) / self.feature_std
+
+    def set_feature_stats(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Replace the standardisation statistics (e.g. fitted on the training data at setup)."""
+        dim = self.region_feature_dim
+        mean_t = _feature_stat(mean, "feature_mean", dim, 0.0).to(self.feature_mean.device)
+        std_t = _feature_stat(std, "feature_std", dim, 1.0).to(self.feature_std.device)
+        if (std_t < 0).any():
+            raise ConfigError(f"region_mask.feature_std must be >= 0, got {std_t.tolist()}")
+        self.feature_mean.copy_(mean_t)
+        self.feature_std.copy_(torch.where(std_t > 0, std_t, torch.ones_like(std_t)))
+
     @property
     def gate_dtype(self) -> torch.dtype:
         return next(self.gate.parameters()).dtype
+
+
+def _feature_columns(columns: Sequence[str], dim: int) -> list[str]:
+    if isinstance(columns, str):
+        raise ConfigError(f"region_mask.feature_columns must be a list of names, got {columns!r}")
+    names = [str(c) for c in columns]
+    if names and len(names) != dim:
+        raise ConfigError(
+            f"region_mask.feature_columns names {len(names)} column(s) {names} but "
+            f"region_feature_dim={dim}"
+        )
+    return names
+
+
+def _feature_stat(values: Sequence[float] | None, name: str, dim: int, default: float) -> Tensor:
+    """``values`` as a finite float32 ``[dim]`` tensor (``None``: ``default`` everywhere)."""
+    if values is None:
+        return torch.full((dim,), default, dtype=torch.float32)
+    if not dim:
+        raise ConfigError(f"region_mask.{name} is given but region_feature_dim=0")
+    tensor = torch.as_tensor([float(v) for v in values], dtype=torch.float32)
+    if tensor.shape != (dim,) or not torch.isfinite(tensor).all():
+        raise ConfigError(
+            f"region_mask.{name} must be {dim} finite number(s) (one per region feature "
+            f"column), got {list(values)}"
+        )
+    return tensor
 
 
 REGION_MASKS: dict[str, type[nn.Module]] = {"feature": FeatureRegionMask}

@@ -198,7 +198,7 @@ def test_homedepot_missing_column_file_and_encoding(tmp_path: Path) -> None:
         HomeDepotSource(tmp_path / "nope.csv").load()
     # The original is latin-1; read as utf-8 it fails with a hint.
     path = write(tmp_path / "train.csv", HOMEDEPOT_CSV)
-    with pytest.raises(DataValidationError, match=r"not utf8: set the encoding option"):
+    with pytest.raises(DataValidationError, match=r"not utf8: set data.source.encoding"):
         HomeDepotSource(path, encoding="utf8").load()
 
 

@@ -218,7 +218,7 @@ def teacher_and_data(make_cfg, tmp_path):
     datamodule = build_datamodule(cfg, tokenizer, [t["label"] for t in task_list(cfg)])
     datamodule.setup("fit")
     torch.manual_seed(0)
-    teacher = build_module(cfg, datamodule.region_names).eval()
+    teacher = build_module(cfg, datamodule.region_names, datamodule).eval()
     ckpt = tmp_path / "teacher.ckpt"
     torch.save({"state_dict": teacher.state_dict()}, ckpt)
     return teacher, datamodule, ckpt, tmp_path / "cache"
