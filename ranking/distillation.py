@@ -429,9 +429,7 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
     student.use_data_regions(datamodule.region_names)
     test_loader = student_data.test_dataloader()
-    trainer.test(
-        student, dataloaders=test_loader, ckpt_path=best_path, verbose=False
-    )
+    trainer.test(student, dataloaders=test_loader, ckpt_path=best_path, verbose=False)
     student_metrics = _scalars(trainer.callback_metrics, "test/")
     metrics = list(student.hparams.metrics)
     teacher.eval().use_data_regions(datamodule.region_names)
