@@ -29,6 +29,17 @@ from ranking.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 
+# Leading columns of ``describe()``; label statistics follow.
+_DESCRIBE_FIRST = (
+    "split",
+    "region",
+    "queries",
+    "lists",
+    "rows",
+    "mean_list",
+    "min_list",
+    "max_list",
+)
 DEFAULT_PRODUCT_FIELDS = ("product_title", "product_brand", "product_color")
 
 
@@ -318,26 +329,7 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         order = {name: i for i, name in enumerate(self.tables)}
         return (
             pl.concat(frames, how="diagonal_relaxed")
-            .select(
-                "split",
-                "region",
-                "queries",
-                "lists",
-                "rows",
-                "mean_list",
-                "min_list",
-                "max_list",
-                pl.exclude(
-                    "split",
-                    "region",
-                    "queries",
-                    "lists",
-                    "rows",
-                    "mean_list",
-                    "min_list",
-                    "max_list",
-                ),
-            )
+            .select(*_DESCRIBE_FIRST, pl.exclude(_DESCRIBE_FIRST))
             .with_columns(
                 pl.col("split").replace_strict(order, return_dtype=pl.Int64).alias("__order"),
                 (pl.col("region") == "all").alias("__all"),
