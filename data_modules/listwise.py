@@ -242,6 +242,30 @@ class EpochSampler(DistributedSampler):
         return iter([(int(i), epoch) for i in indices])
 
 
+def list_fields(items: Sequence[dict]) -> dict[str, np.ndarray]:
+    """The list-level fields every listwise batch carries, padded to the longest list.
+
+    Returns numpy arrays ``mask [B, L]`` bool, ``rows [B, L]`` int64 (-1 at padding),
+    ``labels [B, L, K]`` float32 (0 at padding), ``region [B]`` and ``list_index [B]`` int64.
+    """
+    batch_size = len(items)
+    list_len = max(len(item["rows"]) for item in items)
+    num_tasks = items[0]["labels"].shape[1]
+    mask = np.zeros((batch_size, list_len), dtype=bool)
+    rows = np.full((batch_size, list_len), -1, dtype=np.int64)
+    labels = np.zeros((batch_size, list_len, num_tasks), dtype=np.float32)
+    for b, item in enumerate(items):
+        n = len(item["rows"])
+        mask[b, :n], rows[b, :n], labels[b, :n] = True, item["rows"], item["labels"]
+    return {
+        "mask": mask,
+        "rows": rows,
+        "labels": labels,
+        "region": np.asarray([item["region"] for item in items], dtype=np.int64),
+        "list_index": np.asarray([item["list_index"] for item in items], dtype=np.int64),
+    }
+
+
 class ListwiseCollator:
     """Pads a batch of lists into dense tensors, with dynamic padding of the token axis.
 
@@ -277,23 +301,15 @@ class ListwiseCollator:
         self.region_features = region_features
 
     def __call__(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
-        batch_size = len(items)
-        list_len = max(len(item["rows"]) for item in items)
-        num_tasks = items[0]["labels"].shape[1]
+        fields = list_fields(items)
+        batch_size, list_len = fields["mask"].shape
         seq_len = max(int(self.tokens.lengths(item["rows"]).max()) for item in items)
 
         input_ids = np.full((batch_size, list_len, seq_len), self.pad_token_id, dtype=np.int64)
         type_ids = np.zeros((batch_size, list_len, seq_len), dtype=np.int64)
         attention = np.zeros((batch_size, list_len, seq_len), dtype=np.int64)
-        mask = np.zeros((batch_size, list_len), dtype=bool)
-        rows = np.full((batch_size, list_len), -1, dtype=np.int64)
-        labels = np.zeros((batch_size, list_len, num_tasks), dtype=np.float32)
         offsets = self.tokens.offsets
         for b, item in enumerate(items):
-            n = len(item["rows"])
-            mask[b, :n] = True
-            rows[b, :n] = item["rows"]
-            labels[b, :n] = item["labels"]
             for i, row in enumerate(item["rows"]):
                 start, end = offsets[row], offsets[row + 1]
                 input_ids[b, i, : end - start] = self.tokens.ids[start:end]
@@ -303,11 +319,7 @@ class ListwiseCollator:
             "input_ids": torch.from_numpy(input_ids),
             "token_type_ids": torch.from_numpy(type_ids),
             "attention_mask": torch.from_numpy(attention),
-            "mask": torch.from_numpy(mask),
-            "labels": torch.from_numpy(labels),
-            "region": torch.tensor([item["region"] for item in items], dtype=torch.int64),
-            "list_index": torch.tensor([item["list_index"] for item in items], dtype=torch.int64),
-            "rows": torch.from_numpy(rows),
+            **{name: torch.from_numpy(value) for name, value in fields.items()},
         }
         if self.region_features is not None:
             features = np.zeros(

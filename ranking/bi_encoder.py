@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from data_modules.listwise import EpochSampler, ListwiseDataset
+from data_modules.listwise import EpochSampler, ListwiseDataset, list_fields
 from data_modules.tokenization import tokenizer_fingerprint
 from ranking.distillation import DISTILLATION_DEFAULTS, build_distillation_loss
 from ranking.encoders import load_encoder_model, load_tokenizer, pool
@@ -363,15 +363,9 @@ class BiEncoderCollator:
         self.teacher_scores = teacher_scores
 
     def __call__(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
-        batch_size = len(items)
-        list_len = max(len(item["rows"]) for item in items)
-        num_tasks = items[0]["labels"].shape[1]
-        mask = np.zeros((batch_size, list_len), dtype=bool)
-        rows = np.full((batch_size, list_len), -1, dtype=np.int64)
-        labels = np.zeros((batch_size, list_len, num_tasks), dtype=np.float32)
-        for b, item in enumerate(items):
-            n = len(item["rows"])
-            mask[b, :n], rows[b, :n], labels[b, :n] = True, item["rows"], item["labels"]
+        fields = list_fields(items)
+        mask, rows = fields["mask"], fields["rows"]
+        batch_size, list_len = mask.shape
         query_index = self.texts.pair_query[[int(item["rows"][0]) for item in items]]
         product_index = self.texts.pair_product[rows[mask]]
         if (query_index < 0).any() or (product_index < 0).any():
@@ -386,11 +380,7 @@ class BiEncoderCollator:
             "query_attention_mask": torch.from_numpy(q_att),
             "product_input_ids": torch.from_numpy(p_ids),
             "product_attention_mask": torch.from_numpy(p_att),
-            "mask": torch.from_numpy(mask),
-            "labels": torch.from_numpy(labels),
-            "region": torch.tensor([item["region"] for item in items], dtype=torch.int64),
-            "list_index": torch.tensor([item["list_index"] for item in items], dtype=torch.int64),
-            "rows": torch.from_numpy(rows),
+            **{name: torch.from_numpy(value) for name, value in fields.items()},
         }
         if self.teacher_scores is not None:
             teacher = np.zeros((batch_size, list_len, self.teacher_scores.shape[1]), np.float32)
