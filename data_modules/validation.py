@@ -47,7 +47,8 @@ def _fail(source: str, column: str, what: str, rows: list[int], count: int) -> D
     return DataValidationError(f"{source}: column '{column}' has {count} {what}{more}")
 
 
-def _require_columns(df: pl.DataFrame, source: str, columns: Sequence[str]) -> None:
+def require_columns(df: pl.DataFrame, source: str, columns: Sequence[str]) -> None:
+    """Raise :class:`DataValidationError` naming every absent column and the columns found."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
         names = ", ".join(f"'{c}'" for c in missing)
@@ -56,7 +57,8 @@ def _require_columns(df: pl.DataFrame, source: str, columns: Sequence[str]) -> N
         )
 
 
-def _cast(df: pl.DataFrame, source: str, column: str, dtype: pl.DataType) -> pl.Series:
+def cast_column(df: pl.DataFrame, source: str, column: str, dtype: pl.DataType) -> pl.Series:
+    """``df[column]`` as ``dtype``, or a :class:`DataValidationError` naming the column's type."""
     try:
         return df.get_column(column).cast(dtype, strict=True)
     except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as err:
@@ -86,17 +88,17 @@ def validate_table(
     """
     if df.height == 0:
         raise DataValidationError(f"{source}: the table is empty")
-    _require_columns(df, source, [*KEY_COLUMNS, *label_columns])
+    require_columns(df, source, [*KEY_COLUMNS, *label_columns])
     df = df.with_row_index("__row")
 
-    casts = {c: _cast(df, source, c, pl.Utf8) for c in KEY_COLUMNS}
+    casts = {c: cast_column(df, source, c, pl.Utf8) for c in KEY_COLUMNS}
     for column in TEXT_COLUMNS:
         if column in df.columns:
-            casts[column] = _cast(df, source, column, pl.Utf8).fill_null("")
+            casts[column] = cast_column(df, source, column, pl.Utf8).fill_null("")
     for column in label_columns:
-        casts[column] = _cast(df, source, column, pl.Float64)
+        casts[column] = cast_column(df, source, column, pl.Float64)
     if POSITION_COLUMN in df.columns:
-        casts[POSITION_COLUMN] = _cast(df, source, POSITION_COLUMN, pl.Int64)
+        casts[POSITION_COLUMN] = cast_column(df, source, POSITION_COLUMN, pl.Int64)
     df = df.with_columns(**casts)
 
     for column in KEY_COLUMNS:

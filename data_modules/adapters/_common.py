@@ -40,16 +40,6 @@ def fail(source: str, column: str, what: str, df: pl.DataFrame, condition: pl.Ex
         )
 
 
-def require_columns(df: pl.DataFrame, source: str, columns: Sequence[str]) -> None:
-    """Raise :class:`DataValidationError` naming every absent column and the columns found."""
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        names = ", ".join(f"'{c}'" for c in missing)
-        raise DataValidationError(
-            f"{source}: missing required column(s) {names}; columns found: {', '.join(df.columns)}"
-        )
-
-
 def numeric(df: pl.DataFrame, source: str, column: str) -> pl.Series:
     """``df[column]`` as Float64, or a :class:`DataValidationError` naming the first bad row."""
     values = df.get_column(column)

@@ -9,12 +9,11 @@ import polars as pl
 from data_modules.adapters._common import (
     graded_gain,
     merge_duplicates,
-    require_columns,
     sample_queries,
     with_file_rows,
 )
 from data_modules.sources import check_path, read_table
-from data_modules.validation import DropReport
+from data_modules.validation import DropReport, require_columns
 
 
 class Adapter:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import polars as pl
 
-from data_modules.adapters._common import require_columns
 from data_modules.adapters.base import Adapter
 from data_modules.schema import ENGAGEMENT_LABELS, POSITION_COLUMN
 from data_modules.sources import apply_rename, check_path, read_table
+from data_modules.validation import require_columns
 from ranking.errors import ConfigError, DataValidationError
 
 DUPLICATE_POLICIES = ("error", "max")

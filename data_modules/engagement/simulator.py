@@ -22,6 +22,7 @@ from data_modules.engagement.params import (
     check_seed,
     resolve_regions,
 )
+from data_modules.validation import cast_column
 from ranking.errors import ConfigError, DataValidationError
 
 #: Columns the simulator writes, in this order.
@@ -219,12 +220,12 @@ class EngagementSimulator:
             {
                 _ROW: np.arange(table.height, dtype=np.int64),
                 **{
-                    alias: _cast(table, name, column, pl.Utf8)
+                    alias: cast_column(table, name, column, pl.Utf8)
                     if column is not None
                     else pl.Series([""] * table.height)
                     for alias, column in sources.items()
                 },
-                "relevance": _cast(table, name, "relevance", pl.Float64),
+                "relevance": cast_column(table, name, "relevance", pl.Float64),
             }
         )
         for column in ("query_id", "region", "item"):
@@ -235,17 +236,6 @@ class EngagementSimulator:
         outside = (relevance < 0) | (relevance > 1)
         _check(work, name, "relevance", outside, "values outside [0, 1] (a gain is needed)")
         return work
-
-
-def _cast(table: pl.DataFrame, name: str, column: str, dtype: Any) -> pl.Series:
-    """``table[column]`` as ``dtype``, or a DataValidationError naming the column's type."""
-    try:
-        return table.get_column(column).cast(dtype, strict=True)
-    except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as err:
-        raise DataValidationError(
-            f"{name}: column '{column}' has type {table.schema[column]} and cannot be read as "
-            f"{dtype}"
-        ) from err
 
 
 def _check(work: pl.DataFrame, name: str, column: str, bad: pl.Expr, what: str) -> None:
