@@ -58,6 +58,20 @@ TINY: dict[str, list[str]] = {
     ],
     "callbacks": ["callbacks.progress_bar=null"],
 }
+# A 1-layer, 16-wide random-init encoder spec for unit tests that build models directly.
+TINY_ENCODER = {
+    "source": "random",
+    "max_length": 32,
+    "architecture": {
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    },
+}
+
 # The options of each group that the TINY overrides fit (the first is the group's default).
 FITTING_OPTIONS = {
     "data": ("synthetic",),

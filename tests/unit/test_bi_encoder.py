@@ -26,19 +26,7 @@ from ranking.serving import (
     score_bi_encoder,
     torch_encoder,
 )
-
-TINY_ENCODER = {
-    "source": "random",
-    "max_length": 32,
-    "architecture": {
-        "hidden_size": 16,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 32,
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
-    },
-}
+from tests.conftest import TINY_ENCODER
 
 
 def _bert(seed: int = 0) -> BertModel:

@@ -19,6 +19,7 @@ from ranking.distillation import (
 )
 from ranking.encoders import load_tokenizer
 from ranking.errors import ConfigError
+from tests.conftest import TINY_ENCODER
 
 # Two lists: 3 real items, and 2 real items + 1 padded slot holding junk.
 STUDENT = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.0, float("nan")]])
@@ -116,17 +117,7 @@ def _tiny_student(distill_loss: str = "listnet_kl", alpha: float = 1.0):
 
     torch.manual_seed(0)
     return BiEncoderModule(
-        encoder={
-            "source": "random",
-            "architecture": {
-                "hidden_size": 16,
-                "num_hidden_layers": 1,
-                "num_attention_heads": 2,
-                "intermediate_size": 32,
-                "hidden_dropout_prob": 0.0,
-                "attention_probs_dropout_prob": 0.0,
-            },
-        },
+        encoder={k: v for k, v in TINY_ENCODER.items() if k != "max_length"},
         tasks=[{"name": "a", "label": "a"}, {"name": "b", "label": "b"}],
         loss={"name": "listnet"},
         bi_encoder={"dim": 8},
