@@ -179,6 +179,12 @@ def _fill_wandb(logger_cfg: DictConfig | None, cfg: DictConfig, job_type: str) -
 def build_trainer(cfg: DictConfig, job_type: str = "train", **overrides: Any) -> Any:
     """The Lightning Trainer with its callbacks and loggers (W&B: named after the job)."""
     callbacks = _instantiate_group(cfg.get("callbacks"), "callbacks")
+    if not cfg.trainer.get("enable_progress_bar", True):
+        # trainer.enable_progress_bar=false wins over the callbacks group's bar (Lightning
+        # would refuse the pair): sweeps of parallel jobs turn bars off this way.
+        from lightning.pytorch.callbacks import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     _fill_wandb(cfg.get("logger"), cfg, job_type)
     loggers = _instantiate_group(cfg.get("logger"), "logger")
     return instantiate(

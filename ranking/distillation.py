@@ -347,6 +347,7 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     ckpt = _teacher_path(cfg)  # before the heavy imports: a missing checkpoint fails at once
     import lightning.pytorch as pl
+    import polars
     from omegaconf import OmegaConf, open_dict
 
     from callbacks.resume import prepare_resume
@@ -354,7 +355,8 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     from ranking.bi_encoder import StudentDataModule
     from ranking.config import build_datamodule, build_trainer, instantiate, plain
     from ranking.encoders import load_tokenizer
-    from ranking.pipeline import RANDOM_DRAWS, _scalars
+    from ranking.per_query import per_query_metrics, write_per_query
+    from ranking.pipeline import RANDOM_DRAWS, _model_scorer, _scalars
     from ranking.report import print_tables, write_json
     from ranking.serving import load_checkpoint
 
@@ -451,6 +453,34 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         stage="test",
         draws=RANDOM_DRAWS,
     )
+    # Per-list values for paired comparisons (experiments.compare --with teacher,random): the
+    # student and random rows come from the student's loader, the teacher's from its own pairs;
+    # both loaders hold the same test lists under the same list indices.
+    query_ids = datamodule.lists["test"].query_ids
+    per_query = polars.concat(
+        [
+            per_query_metrics(
+                test_loader,
+                {
+                    "model": (_model_scorer(student), 1),
+                    "random": (random_scorer(len(student.task_names), cfg.seed), RANDOM_DRAWS),
+                },
+                student.task_names,
+                datamodule.region_names,
+                metrics,
+                query_ids,
+            ),
+            per_query_metrics(
+                datamodule.eval_dataloader("test"),
+                {"teacher": (_model_scorer(teacher), 1)},
+                teacher.task_names,
+                datamodule.region_names,
+                metrics,
+                query_ids,
+            ),
+        ]
+    )
+    write_per_query(per_query, output_dir / "per_query.parquet")
     print_tables(
         {"student": student_metrics, "teacher": teacher_metrics, "random": random_metrics},
         "test",

@@ -88,6 +88,32 @@ def test_distill_reports_student_beside_teacher_on_the_same_test_lists(runs) -> 
     assert "test/ndcg@10" in saved["baselines"]["random"]
 
 
+def test_distill_per_query_values_pair_student_teacher_and_random_on_the_same_lists(runs) -> None:
+    """per_query.parquet feeds experiments.compare: its means are the reported metrics."""
+    saved = json.loads((runs.out / "metrics.json").read_text())
+    table = pl.read_parquet(runs.out / "per_query.parquet")
+    ndcg = table.filter(pl.col("metric") == "ndcg@10")
+    assert set(ndcg.get_column("scorer").unique()) == {"model", "random", "teacher"}
+    for scorer, reported in (
+        ("model", saved["test"]),
+        ("teacher", saved["teacher"]),
+        ("random", saved["baselines"]["random"]),
+    ):
+        rows = ndcg.filter(pl.col("scorer") == scorer)
+        for task in saved["tasks"]:
+            values = rows.filter(pl.col("task") == task).get_column("value")
+            assert values.len() == reported[f"test/{task}/lists"]
+            assert values.mean() == pytest.approx(reported[f"test/{task}/ndcg@10"], abs=1e-5)
+    # The teacher's rows are exactly those of its own training run: same lists, same scores.
+    own = pl.read_parquet(runs.teacher_ckpt.parent.parent / "per_query.parquet").filter(
+        (pl.col("scorer") == "model") & (pl.col("metric") == "ndcg@10")
+    )
+    mine = ndcg.filter(pl.col("scorer") == "teacher").drop("scorer")
+    joined = own.drop("scorer").join(mine, on=["query_id", "task", "region", "metric"])
+    assert joined.height == own.height == mine.height
+    np.testing.assert_allclose(joined["value"], joined["value_right"], atol=1e-5)
+
+
 def test_student_checkpoint_rebuilds_from_hparams_and_scores_alike(runs) -> None:
     loaded = load_checkpoint(runs.student_ckpt)
     assert isinstance(loaded, BiEncoderModule)
