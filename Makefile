@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-framework bench-memory
+.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-framework bench-memory reproduce reproduce-quick
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -59,6 +59,12 @@ ablation: install  ## SEQ+MD ablation: tower x region mask multirun (CPU, < 30 m
 	$(PY) -m experiments.train experiment=ablation hydra.sweep.dir=$(ABLATION_DIR) $(ARGS)
 	$(PY) -m experiments.compare $(ABLATION_DIR) --with random,bm25 \
 		--baseline tower=shared_bottom,region_mask=none --out experiments/results/ablation
+
+reproduce: install  ## The papers' comparisons (losses, multi-task, SEQ+MD, distillation, pretraining), every seed, CPU < 2 h -> experiments/results/<study>.md
+	$(PY) -m experiments.reproduce $(ARGS)
+
+reproduce-quick: install  ## The same studies on the first seed only (< 20 min); `make reproduce` afterwards reuses its runs
+	$(PY) -m experiments.reproduce --quick $(ARGS)
 
 compare: install  ## Compare the runs of a sweep: make compare DIR=logs/<task>/multiruns/<date> [ARGS="--with random"]
 	@test -n "$(DIR)" || { echo "usage: make compare DIR=<multirun dir>"; exit 2; }

@@ -1,0 +1,428 @@
+"""``python -m experiments.reproduce [--quick] [--studies a,b] [--datasets a,b] [--set key=value]``.
+
+Runs the studies of ``conf/reproduce.yaml`` (``make reproduce``, ``make reproduce-quick``) and
+writes ``experiments/results/<study>.md`` with PNG plots: per dataset, the papers' claims checked
+on our runs (relative change with a 95% paired bootstrap interval beside the paper's figure) and
+the full table per variant, task and region (:mod:`ranking.study`, :mod:`ranking.compare`).
+
+Every run is an ordinary Hydra job (``experiments.train``, ``experiments.pretrain``,
+``experiments.distill``, then ``bench.bench_latency`` alone on the machine) started as a
+subprocess, ``jobs`` at a time. Hydra's multirun sweeper is not used here because the studies
+share runs (the base variant belongs to three studies and teaches the distillation student) and
+a rerun must reuse finished runs; each job is still one Hydra run with its overrides in
+``.hydra/overrides.yaml``. A run is reused when its directory holds the finished output and the
+command that made it (``reproduce.json``) is unchanged; otherwise it is trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ranking.errors import ConfigError, ShoprankError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "conf" / "reproduce.yaml"
+STAMP = "reproduce.json"
+
+
+# --------------------------------------------------------------------------------------- plan
+@dataclass
+class Job:
+    """One subprocess: its run directory, the file that says it finished, what it waits for."""
+
+    name: str
+    run_dir: Path
+    done_file: str
+    argv: Callable[[], list[str]]  # built when the job starts (a distill needs its teacher's ckpt)
+    after: tuple[str, ...] = ()
+    exclusive: bool = False  # alone on the machine (latency timings)
+    state: str = "pending"  # pending | running | done | reused | failed | skipped
+    seconds: float = 0.0
+
+
+@dataclass
+class Variant:
+    """A study's variant on one dataset: its run per seed, and which scorer in it is the variant."""
+
+    name: str
+    runs: dict[str, Path] = field(default_factory=dict)  # seed -> run dir
+    scorer: str = "model"
+
+
+def load_config(path: Path, sets: list[str]) -> DictConfig:
+    """``conf/reproduce.yaml`` with ``--set key=value`` overrides; a mistyped key is an error."""
+    if not path.is_file():
+        raise ConfigError(f"reproduce: config {path} not found")
+    cfg = OmegaConf.load(path)
+    OmegaConf.set_struct(cfg, True)
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(sets))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"reproduce: --set {sets}: {err.msg} (in {path})") from None
+
+
+def _kv(overrides: dict[str, Any]) -> list[str]:
+    return [f"{k}={v}" for k, v in overrides.items()]
+
+
+def _slug(overrides: dict[str, Any], base: dict[str, Any]) -> str:
+    """A directory name for a run: its overrides that differ from the base (``base`` if none).
+
+    Only ``[A-Za-z0-9_.-]`` survive: the name goes into ``hydra.run.dir=...``, where ``=``,
+    ``,`` and brackets would be read as override syntax.
+    """
+    changed = {k: v for k, v in overrides.items() if base.get(k) != v}
+    clean = {k: re.sub(r"[^A-Za-z0-9_.]+", "-", str(v)).strip("-") for k, v in changed.items()}
+    return "__".join(f"{k}-{v}" for k, v in clean.items()) or "base"
+
+
+def study_variants(name: str, study: DictConfig) -> dict[str, dict[str, Any]]:
+    """``{variant name: overrides}`` of a grid or list study (``{}``-free: names are stable)."""
+    if "grid" in study:
+        keys = list(study.grid)
+        values = [list(study.grid[k]) for k in keys]
+        return {
+            ",".join(f"{k}={v}" for k, v in zip(keys, combo, strict=True)): dict(
+                zip(keys, combo, strict=True)
+            )
+            for combo in itertools.product(*values)
+        }
+    if "variants" in study:
+        return {str(k): dict(v) for k, v in study.variants.items()}
+    raise ConfigError(f"reproduce: studies.{name} has neither `grid` nor `variants`")
+
+
+class Plan:
+    """Every job of the chosen studies, datasets and seeds, each (dataset, variant, seed) once."""
+
+    def __init__(self, cfg: DictConfig, studies: list[str], datasets: list[str], seeds: list[int]):
+        self.cfg, self.studies, self.datasets, self.seeds = cfg, studies, datasets, seeds
+        self.work = (REPO / cfg.work_dir).resolve()
+        self.jobs: dict[str, Job] = {}
+        self.variants: dict[tuple[str, str], dict[str, Variant]] = {}  # (study, dataset) -> ...
+        self.base = {k: str(v) for k, v in cfg.base.items()}
+        for study in studies:
+            for dataset in datasets:
+                self.variants[(study, dataset)] = self._plan(study, dataset)
+        # Jobs others wait for start first (pretraining, the base runs that teach the students),
+        # then the jobs waiting for them, so that a failure there shows early.
+        order = (" pretrain ", " base ", " distill ", " adapted_")
+        first = sorted(
+            self.jobs, key=lambda n: next((i for i, o in enumerate(order) if o in n), len(order))
+        )
+        self.jobs = {n: self.jobs[n] for n in first}
+
+    # Overrides every job of a dataset gets.
+    def _data(self, dataset: str) -> list[str]:
+        return [*self.cfg.datasets[dataset].overrides, *self.cfg.data_overrides]
+
+    def _train(
+        self,
+        dataset: str,
+        overrides: dict[str, Any],
+        seed: int,
+        after: tuple[str, ...] = (),
+        slug: str | None = None,
+    ) -> Path:
+        merged = {**self.base, **{k: str(v) for k, v in overrides.items()}}
+        slug = slug or _slug(merged, self.base)
+        run_dir = self.work / dataset / "train" / slug / f"seed_{seed}"
+        name = f"{dataset} train {slug} seed={seed}"
+        argv = [
+            "experiments.train",
+            *self._data(dataset),
+            *self.cfg.train_overrides,
+            *self.cfg.job_overrides,
+            *_kv(merged),
+            f"seed={seed}",
+        ]
+        self.jobs.setdefault(
+            name, Job(name, run_dir, "per_query.parquet", _argv(argv, run_dir), after)
+        )
+        return run_dir
+
+    def _plan(self, study: str, dataset: str) -> dict[str, Variant]:
+        spec = self.cfg.studies[study]
+        kind = spec.get("kind", "train")
+        if kind == "train":
+            variants = {}
+            for name, overrides in study_variants(study, spec).items():
+                variants[name] = Variant(
+                    name, {str(s): self._train(dataset, overrides, s) for s in self.seeds}
+                )
+            return variants
+        if kind == "distill":
+            return self._plan_distill(study, dataset, spec)
+        if kind == "pretrain":
+            return self._plan_pretrain(study, dataset, spec)
+        raise ConfigError(f"reproduce: studies.{study}.kind '{kind}' (train, distill, pretrain)")
+
+    def _plan_distill(self, study: str, dataset: str, spec: DictConfig) -> dict[str, Variant]:
+        student = Variant("student")
+        teacher = Variant("teacher", scorer="teacher")
+        for seed in self.seeds:
+            teacher_dir = self._train(dataset, {}, seed)
+            teacher_job = f"{dataset} train base seed={seed}"
+            run_dir = self.work / dataset / "distill" / f"seed_{seed}"
+            name = f"{dataset} distill seed={seed}"
+
+            def argv(teacher_dir: Path = teacher_dir, seed: int = seed) -> list[str]:
+                return [
+                    "experiments.distill",
+                    f"teacher_ckpt={_best_checkpoint(teacher_dir)}",
+                    *self._data(dataset),
+                    *self.cfg.job_overrides,
+                    "teacher_scores.progress=false",
+                    *spec.get("distill_overrides", []),
+                    f"seed={seed}",
+                ]
+
+            self.jobs[name] = Job(
+                name, run_dir, "per_query.parquet", _argv_fn(argv, run_dir), (teacher_job,)
+            )
+            student.runs[str(seed)] = teacher.runs[str(seed)] = run_dir
+            latency = spec.get("latency")
+            if latency:
+                self._latency(dataset, seed, run_dir, teacher_dir, latency, name)
+        return {"student": student, "teacher": teacher}
+
+    def _latency(self, dataset, seed, distill_dir, teacher_dir, options, after) -> None:
+        name = f"{dataset} latency seed={seed}"
+        out = distill_dir / "latency"
+
+        def argv() -> list[str]:
+            saved = json.loads((distill_dir / "metrics.json").read_text())
+            cmd = [
+                "bench.bench_latency",
+                "--student", str(saved["best_checkpoint"]),
+                "--teacher", str(_best_checkpoint(teacher_dir)),
+                "--config", str(distill_dir / "config.yaml"),
+                "--queries", str(options.get("queries", 100)),
+                "--candidates", str(options.get("candidates", 100)),
+                "--threads", str(self.cfg.threads_per_job),
+                "--out", str(out / "latency.json"),
+            ]  # fmt: skip
+            return [*cmd, "--onnx"] if options.get("onnx", False) else cmd
+
+        self.jobs[name] = Job(
+            name, out, "latency.json", _argv_fn(argv, None), (after,), exclusive=True
+        )
+
+    def _plan_pretrain(self, study: str, dataset: str, spec: DictConfig) -> dict[str, Variant]:
+        encoder = str(spec.get("encoder", "tiny_bert"))
+        encoder_cfg = OmegaConf.load(REPO / "conf" / "encoder" / f"{encoder}.yaml")
+        pre_dir = self.work / dataset / "pretrain" / encoder
+        pre_name = f"{dataset} pretrain {encoder}"
+        argv = [
+            "experiments.pretrain",
+            *[o for o in self._data(dataset) if o.startswith("data")],
+            f"encoder={encoder}",
+            *spec.get("pretrain_overrides", []),
+            f"seed={self.seeds[0]}",
+        ]
+        self.jobs[pre_name] = Job(pre_name, pre_dir, "encoder/config.json", _argv(argv, pre_dir))
+        generic = {} if encoder == "tiny_bert" else {"encoder": encoder}
+        adapted = {
+            **dict(o.split("=", 1) for o in spec.get("adapted_overrides", [])),
+            "encoder.path": str(pre_dir / "encoder"),
+            "encoder.max_length": encoder_cfg.max_length,
+        }
+        return {
+            "generic": Variant(
+                "generic", {str(s): self._train(dataset, generic, s) for s in self.seeds}
+            ),
+            "domain-adapted": Variant(
+                "domain-adapted",
+                {
+                    str(s): self._train(dataset, adapted, s, (pre_name,), f"adapted_{encoder}")
+                    for s in self.seeds
+                },
+            ),
+        }
+
+
+def _best_checkpoint(run_dir: Path) -> str:
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    if not saved.get("best_checkpoint"):
+        raise ConfigError(f"reproduce: {run_dir}/metrics.json names no best_checkpoint")
+    return str(saved["best_checkpoint"])
+
+
+def _argv(args: list[str], run_dir: Path) -> Callable[[], list[str]]:
+    return _argv_fn(lambda: args, run_dir)
+
+
+def _argv_fn(build: Callable[[], list[str]], run_dir: Path | None) -> Callable[[], list[str]]:
+    def argv() -> list[str]:
+        args = [sys.executable, "-m", *[str(a) for a in build()]]
+        return args if run_dir is None else [*args, f"hydra.run.dir={run_dir}"]
+
+    return argv
+
+
+# ---------------------------------------------------------------------------------------- run
+def _finished(job: Job, argv: list[str]) -> bool:
+    stamp = job.run_dir / STAMP
+    if not (job.run_dir / job.done_file).is_file() or not stamp.is_file():
+        return False
+    return json.loads(stamp.read_text()).get("argv") == argv[1:]  # the interpreter may differ
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def run_jobs(jobs: dict[str, Job], parallel: int, threads: int, log=print) -> bool:
+    """Run every job whose dependencies succeeded, ``parallel`` at a time; True if none failed."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env.setdefault("WANDB_MODE", "offline")
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    pending = list(jobs.values())
+    running: dict[str, tuple[subprocess.Popen, float, list[str]]] = {}
+    start, finished, durations = time.time(), 0, []
+
+    def report(job: Job, what: str) -> None:
+        nonlocal finished
+        finished += 1
+        left = sum(1 for j in jobs.values() if j.state in ("pending", "running"))
+        mean = sum(durations) / len(durations) if durations else math.nan
+        eta = "" if math.isnan(mean) else f", ~{_clock(mean * left / parallel)} left"
+        log(
+            f"[{finished:3d}/{len(jobs)}] {what:7s} {job.name} ({job.seconds:.0f} s) | "
+            f"{_clock(time.time() - start)} elapsed{eta}"
+        )
+
+    while pending or running:
+        for name, (proc, began, argv) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            job = jobs[name]
+            job.seconds = time.time() - began
+            del running[name]
+            if proc.returncode == 0 and (job.run_dir / job.done_file).is_file():
+                job.state = "done"
+                durations.append(job.seconds)
+                (job.run_dir / STAMP).write_text(json.dumps({"argv": argv[1:]}, indent=1) + "\n")
+                report(job, "done")
+            else:
+                job.state = "failed"
+                report(job, "FAILED")
+                log(f"      see {job.run_dir / 'job.log'}")
+        for job in list(pending):
+            deps = [jobs[d] for d in job.after]
+            if any(d.state in ("failed", "skipped") for d in deps):
+                job.state = "skipped"
+                pending.remove(job)
+                report(job, "skipped")
+                continue
+            if any(d.state not in ("done", "reused") for d in deps):
+                continue
+            if any(j.exclusive for j in (jobs[n] for n in running)):
+                break  # nothing starts beside an exclusive job
+            if job.exclusive and running:
+                continue
+            if len(running) >= parallel:
+                break
+            try:
+                argv = job.argv()
+            except (ShoprankError, OSError, KeyError, json.JSONDecodeError) as err:
+                job.state = "failed"
+                pending.remove(job)
+                report(job, "FAILED")
+                log(f"      {err}")
+                continue
+            pending.remove(job)
+            if _finished(job, argv):
+                job.state = "reused"
+                report(job, "reused")
+                continue
+            shutil.rmtree(job.run_dir, ignore_errors=True)
+            job.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(job.run_dir / "job.log", "w") as out:
+                proc = subprocess.Popen(
+                    argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+                )
+            job.state = "running"
+            running[job.name] = (proc, time.time(), argv)
+            if job.exclusive:
+                break
+        time.sleep(0.5)
+    return all(j.state in ("done", "reused") for j in jobs.values())
+
+
+# ------------------------------------------------------------------------------------- report
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the quick seeds only (quick_seeds)")
+    parser.add_argument("--studies", help="comma-separated subset of the config's studies")
+    parser.add_argument("--datasets", help="comma-separated subset of the config's datasets")
+    parser.add_argument("--seeds", help="comma-separated seeds (default: seeds / quick_seeds)")
+    parser.add_argument("--set", action="append", default=[], help="config override key=value")
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument(
+        "--report-only", action="store_true", help="write reports from finished runs"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the jobs, run nothing")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+        studies = _pick(args.studies, list(cfg.studies), "studies")
+        datasets = _pick(args.datasets, list(cfg.datasets), "datasets")
+        seeds = (
+            [int(s) for s in args.seeds.split(",")]
+            if args.seeds
+            else list(cfg.quick_seeds if args.quick else cfg.seeds)
+        )
+        plan = Plan(cfg, studies, datasets, seeds)
+        print(
+            f"reproduce: {len(plan.jobs)} jobs ({', '.join(studies)} on {', '.join(datasets)}, "
+            f"seeds {seeds}), {cfg.jobs} at a time, runs under {plan.work}"
+        )
+        if args.dry_run:
+            for job in plan.jobs.values():
+                print(f"  {job.name}  <- {', '.join(job.after) or '-'}")
+            return 0
+        ok = True
+        if not args.report_only:
+            ok = run_jobs(plan.jobs, int(cfg.jobs), int(cfg.threads_per_job))
+        from experiments.reproduce_report import write_reports
+
+        for path in write_reports(plan, seeds, quick=args.quick):
+            print("written:", path)
+    except ShoprankError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not ok:
+        print("error: some runs failed (their job.log is named above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _pick(chosen: str | None, available: list[str], what: str) -> list[str]:
+    if not chosen:
+        return available
+    picked = [c for c in chosen.split(",") if c]
+    unknown = [c for c in picked if c not in available]
+    if unknown:
+        raise ConfigError(f"reproduce: unknown {what} {unknown}; available: {available}")
+    return picked
+
+
+if __name__ == "__main__":
+    sys.exit(main())

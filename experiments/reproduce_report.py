@@ -1,0 +1,183 @@
+"""``experiments/results/<study>.md`` and its plots from the finished runs of a reproduce plan."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from experiments.reproduce import REPO, Plan, Variant
+from ranking.compare import markdown_table, plot_variants, summarize_variants
+from ranking.study import (
+    RunRef,
+    check_claims,
+    claim_from_config,
+    claims_markdown,
+    plot_claims,
+    study_table,
+)
+
+# Non-model scorers shown beside a training study's variants, read from its base runs.
+TEXT_BASELINES = ("random", "bm25")
+
+
+def _finished(path: Path) -> bool:
+    return (path / "per_query.parquet").is_file()
+
+
+def _refs(variants: dict[str, Variant]) -> tuple[dict[str, list[RunRef]], list[str]]:
+    """Run references of the finished runs per variant, and the runs that are missing."""
+    refs, missing = {}, []
+    for name, variant in variants.items():
+        refs[name] = [
+            RunRef(seed, path, variant.scorer)
+            for seed, path in variant.runs.items()
+            if _finished(path)
+        ]
+        missing += [str(path) for path in variant.runs.values() if not _finished(path)]
+    return {k: v for k, v in refs.items() if v}, sorted(set(missing))
+
+
+def _baseline_refs(variants: dict[str, Variant], scorer_names: tuple[str, ...]) -> dict:
+    """``baseline:<scorer>`` variants from the first variant's runs (same lists for every run)."""
+    first = next(iter(variants.values()))
+    return {
+        f"baseline:{scorer}": [
+            RunRef(seed, path, scorer) for seed, path in first.runs.items() if _finished(path)
+        ]
+        for scorer in scorer_names
+    }
+
+
+def _latency_section(variants: dict[str, Variant]) -> list[str]:
+    rows = []
+    for seed, path in variants["student"].runs.items():
+        file = path / "latency" / "latency.json"
+        if not file.is_file():
+            continue
+        saved = json.loads(file.read_text())
+        lat = saved["latency"]
+        onnx = lat.get("student_onnx") or {}
+        rows.append(
+            f"| {seed} | {lat['teacher']['median_ms']:.2f} | {lat['student']['median_ms']:.2f} | "
+            f"{saved['speedup_median']:.1f}x | "
+            + (
+                f"{onnx['median_ms']:.2f} | {saved['speedup_median_onnx']:.1f}x"
+                if onnx
+                else "- | -"
+            )
+            + f" | {saved['machine'].get('threads', '?')} |"
+        )
+    if not rows:
+        return ["No latency measurement finished."]
+    return [
+        "Per-query latency of ranking 100 candidates from raw text (bench.bench_latency: the "
+        "teacher scores 100 (query, product) pairs, the student encodes the query once against "
+        "precomputed product vectors), run alone on the machine after training. Paper: ~10x.",
+        "",
+        "| seed | teacher median ms | student median ms | speed-up | student ONNX median ms | "
+        "speed-up ONNX | threads |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def _git_revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def write_reports(plan: Plan, seeds: list[int], quick: bool = False) -> list[Path]:
+    """Write ``<results_dir>/<study>.md`` (+ CSV and PNG per dataset) for every planned study."""
+    cfg = plan.cfg
+    out_dir = (REPO / cfg.results_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metric, resamples = str(cfg.metric), int(cfg.resamples)
+    written = []
+    for study in plan.studies:
+        spec = cfg.studies[study]
+        claims = [claim_from_config(c, study) for c in spec.get("claims", []) if "metric" not in c]
+        command = "make reproduce-quick" if quick else "make reproduce"
+        lines = [
+            f"# {spec.title}",
+            "",
+            f"Written by `{command}` (`python -m experiments.reproduce`) on "
+            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit {_git_revision()}; seeds {seeds}. "
+            f"Metric: test {metric}, mean over queries; intervals are 95% percentile bootstrap "
+            f"intervals ({resamples} resamples) over (seed, query) units; p is a paired sign-flip "
+            "permutation test. Settings: `conf/reproduce.yaml`.",
+            "",
+        ]
+        for dataset in plan.datasets:
+            variants = plan.variants[(study, dataset)]
+            refs, missing = _refs(variants)
+            lines += [f"## {cfg.datasets[dataset].title}", ""]
+            lines += [f"Overrides: `{' '.join(plan._data(dataset))}`", ""]
+            if missing:
+                lines += [f"Missing runs (failed or not run): {', '.join(missing)}", ""]
+            if len(refs) < 2:
+                lines += ["Not enough finished runs to compare.", ""]
+                continue
+            if spec.get("kind", "train") == "distill":
+                refs["baseline:random"] = [
+                    RunRef(r.seed, r.path, "random") for r in refs.get("student", [])
+                ]
+            else:
+                refs.update(
+                    {k: v for k, v in _baseline_refs(variants, TEXT_BASELINES).items() if v}
+                )
+            table = study_table(refs, metric)
+            baseline = str(spec.get("baseline", next(iter(refs))))
+            summary = summarize_variants(table, baseline, resamples=resamples)
+            stem = f"{study}_{dataset}"
+            summary.write_csv(out_dir / f"{stem}.csv")
+            plot_variants(summary, metric, out_dir / f"{stem}.png")
+            usable = [c for c in claims if c.treatment in refs and c.control in refs]
+            if usable:
+                checked = check_claims(table, usable, resamples=resamples)
+                checked.write_csv(out_dir / f"{stem}_claims.csv")
+                plot_claims(checked, f"{spec.title}: {dataset}", out_dir / f"{stem}_claims.png")
+                tally = Counter(v.split(" (")[0] for v in checked.get_column("verdict"))
+                lines += [
+                    "### The papers' claims, checked on our runs",
+                    "",
+                    "Verdicts: " + ", ".join(f"{n} {v}" for v, n in tally.most_common()) + ".",
+                    "",
+                    claims_markdown(checked, metric),
+                    "",
+                    "Sources of the paper column: " + "; ".join(sorted({c.source for c in usable})),
+                    "",
+                    f"![claims]({stem}_claims.png)",
+                    "",
+                ]
+            if spec.get("kind") == "distill":
+                lines += ["### Latency", "", *_latency_section(variants), ""]
+            lines += [
+                "### Every variant, per task and region",
+                "",
+                _queries_line(table),
+                "",
+                markdown_table(summary, metric, baseline),
+                "",
+                f"![variants]({stem}.png)",
+                "",
+            ]
+        path = out_dir / f"{study}.md"
+        path.write_text("\n".join(lines))
+        written.append(path)
+    return written
+
+
+def _queries_line(table: pl.DataFrame) -> str:
+    seeds = table.get_column("unit").str.split(":").list.first().unique().len()
+    units = table.get_column("unit").unique().len()
+    return f"{units} test queries over {seeds} seed(s)."
