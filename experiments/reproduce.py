@@ -333,12 +333,6 @@ def run_jobs(jobs: dict[str, Job], parallel: int, threads: int, log=print) -> bo
                 continue
             if any(d.state not in ("done", "reused") for d in deps):
                 continue
-            if any(j.exclusive for j in (jobs[n] for n in running)):
-                break  # nothing starts beside an exclusive job
-            if job.exclusive and running:
-                continue
-            if len(running) >= parallel:
-                break
             try:
                 argv = job.argv()
             except (ShoprankError, OSError, KeyError, json.JSONDecodeError) as err:
@@ -347,11 +341,18 @@ def run_jobs(jobs: dict[str, Job], parallel: int, threads: int, log=print) -> bo
                 report(job, "FAILED")
                 log(f"      {err}")
                 continue
-            pending.remove(job)
-            if _finished(job, argv):
+            if _finished(job, argv):  # reuse needs no free slot
                 job.state = "reused"
+                pending.remove(job)
                 report(job, "reused")
                 continue
+            if any(j.exclusive for j in (jobs[n] for n in running)):
+                break  # nothing starts beside an exclusive job
+            if job.exclusive and running:
+                continue
+            if len(running) >= parallel:
+                break
+            pending.remove(job)
             shutil.rmtree(job.run_dir, ignore_errors=True)
             job.run_dir.mkdir(parents=True, exist_ok=True)
             with open(job.run_dir / "job.log", "w") as out:

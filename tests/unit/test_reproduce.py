@@ -163,6 +163,7 @@ def test_reports_check_claims_and_write_tables_and_plots(tmp_path, cfg) -> None:
     assert "+13.9%" in losses and "+20.6%" in losses
     # approx is 0.1 above every other loss on all 6 queries: a significant gain.
     assert "agrees" in losses and "baseline:bm25" in losses
+    assert "| loss=listnet | 0.525 |" in losses  # per seed: mean over tasks of 0.4 + 0.05 q
     out = tmp_path / "out"
     for name in ("losses_synthetic.png", "losses_synthetic_claims.png", "losses_synthetic.csv"):
         assert (out / name).is_file(), name
