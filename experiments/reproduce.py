@@ -238,10 +238,11 @@ class Plan:
         ]
         self.jobs[pre_name] = Job(pre_name, pre_dir, "encoder/config.json", _argv(argv, pre_dir))
         generic = {} if encoder == "tiny_bert" else {"encoder": encoder}
+        # The adapted encoder fine-tunes exactly as the generic one: its pooling, length and lr.
         adapted = {
-            **dict(o.split("=", 1) for o in spec.get("adapted_overrides", [])),
+            "encoder": "local",
             "encoder.path": str(pre_dir / "encoder"),
-            "encoder.max_length": encoder_cfg.max_length,
+            **{f"encoder.{k}": encoder_cfg[k] for k in ("pooling", "max_length", "lr")},
         }
         return {
             "generic": Variant(
