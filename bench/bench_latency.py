@@ -165,8 +165,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
 
     lists = datamodule.lists[args.split]
+    if len(lists) == 0:
+        raise SystemExit(f"error: the {args.split} split has no lists to time queries on")
+    # Small splits: fewer warm-up queries rather than none timed.
+    warmup = min(args.warmup, max(0, len(lists) - args.queries))
     rng = np.random.default_rng(args.seed)
-    chosen = rng.permutation(len(lists))[: args.queries + args.warmup]
+    chosen = rng.permutation(len(lists))[: args.queries + warmup]
     num_products = len(texts.products)
     q_max, max_length = int(opts["query_max_length"]), int(cfg.data.max_length)
     scale = 1.0 / float(opts["temperature"]) if opts["similarity"] == "cosine" else 1.0
@@ -218,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             scores = np.einsum("kd,nkd->nk", q[0], vectors[candidates]) * scale
             np.argpartition(-scores[:, 0], min(10, len(products)) - 1)[:10]
             t_onnx = time.perf_counter() - start
-        if n >= args.warmup:
+        if n >= warmup:
             times["teacher"].append(t_teacher)
             times["student"].append(t_student)
             if t_onnx is not None:
