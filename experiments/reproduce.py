@@ -93,7 +93,7 @@ def _slug(overrides: dict[str, Any], base: dict[str, Any]) -> str:
 
 
 def study_variants(name: str, study: DictConfig) -> dict[str, dict[str, Any]]:
-    """``{variant name: overrides}`` of a grid or list study (``{}``-free: names are stable)."""
+    """``{variant: overrides}`` of a study: each combination of its ``grid``, or ``variants``."""
     if "grid" in study:
         keys = list(study.grid)
         values = [list(study.grid[k]) for k in keys]
@@ -128,8 +128,8 @@ class Plan:
         )
         self.jobs = {n: self.jobs[n] for n in first}
 
-    # Overrides every job of a dataset gets.
-    def _data(self, dataset: str) -> list[str]:
+    def data_overrides(self, dataset: str) -> list[str]:
+        """The overrides every job on ``dataset`` gets (its own, then ``data_overrides``)."""
         return [*self.cfg.datasets[dataset].overrides, *self.cfg.data_overrides]
 
     def _train(
@@ -146,7 +146,7 @@ class Plan:
         name = f"{dataset} train {slug} seed={seed}"
         argv = [
             "experiments.train",
-            *self._data(dataset),
+            *self.data_overrides(dataset),
             *self.cfg.train_overrides,
             *self.cfg.job_overrides,
             *_kv(merged),
@@ -186,7 +186,7 @@ class Plan:
                 return [
                     "experiments.distill",
                     f"teacher_ckpt={_best_checkpoint(teacher_dir)}",
-                    *self._data(dataset),
+                    *self.data_overrides(dataset),
                     *self.cfg.job_overrides,
                     "teacher_scores.progress=false",
                     *spec.get("distill_overrides", []),
@@ -202,7 +202,15 @@ class Plan:
                 self._latency(dataset, seed, run_dir, teacher_dir, latency, name)
         return {"student": student, "teacher": teacher}
 
-    def _latency(self, dataset, seed, distill_dir, teacher_dir, options, after) -> None:
+    def _latency(
+        self,
+        dataset: str,
+        seed: int,
+        distill_dir: Path,
+        teacher_dir: Path,
+        options: DictConfig,
+        after: str,
+    ) -> None:
         name = f"{dataset} latency seed={seed}"
         out = distill_dir / "latency"
 
@@ -231,7 +239,7 @@ class Plan:
         pre_name = f"{dataset} pretrain {encoder}"
         argv = [
             "experiments.pretrain",
-            *[o for o in self._data(dataset) if o.startswith("data")],
+            *[o for o in self.data_overrides(dataset) if o.startswith("data")],
             f"encoder={encoder}",
             *spec.get("pretrain_overrides", []),
             f"seed={self.seeds[0]}",

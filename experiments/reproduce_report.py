@@ -42,7 +42,9 @@ def _refs(variants: dict[str, Variant]) -> tuple[dict[str, list[RunRef]], list[s
     return {k: v for k, v in refs.items() if v}, sorted(set(missing))
 
 
-def _baseline_refs(variants: dict[str, Variant], scorer_names: tuple[str, ...]) -> dict:
+def _baseline_refs(
+    variants: dict[str, Variant], scorer_names: tuple[str, ...]
+) -> dict[str, list[RunRef]]:
     """``baseline:<scorer>`` variants from the first variant's runs (same lists for every run)."""
     first = next(iter(variants.values()))
     return {
@@ -129,7 +131,7 @@ def write_reports(plan: Plan, seeds: list[int], quick: bool = False) -> list[Pat
             variants = plan.variants[(study, dataset)]
             refs, missing = _refs(variants)
             lines += [f"## {cfg.datasets[dataset].title}", ""]
-            lines += [f"Overrides: `{' '.join(plan._data(dataset))}`", ""]
+            lines += [f"Overrides: `{' '.join(plan.data_overrides(dataset))}`", ""]
             if missing:
                 lines += [f"Missing runs (failed or not run): {', '.join(missing)}", ""]
             if len(refs) < 2:
