@@ -72,9 +72,27 @@ def load_config(path: Path, sets: list[str]) -> DictConfig:
     cfg = OmegaConf.load(path)
     OmegaConf.set_struct(cfg, True)
     try:
-        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(sets))
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(sets))
     except OmegaConfBaseException as err:
         raise ConfigError(f"reproduce: --set {sets}: {err.msg} (in {path})") from None
+    for key in ("jobs", "threads_per_job", "resamples"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
+            raise ConfigError(f"reproduce: {key} must be a positive integer, got {cfg[key]!r}")
+    for key in ("seeds", "quick_seeds"):
+        parse_seeds(cfg[key], key)
+    return cfg
+
+
+def parse_seeds(values: Any, what: str) -> list[int]:
+    """Seeds as integers; anything else is a :class:`ConfigError` naming ``what``."""
+    items = values.split(",") if isinstance(values, str) else list(values)
+    try:
+        seeds = [int(v) for v in items]
+    except (TypeError, ValueError):
+        raise ConfigError(f"reproduce: {what} must be integers, got {values!r}") from None
+    if not seeds:
+        raise ConfigError(f"reproduce: {what} is empty")
+    return seeds
 
 
 def _kv(overrides: dict[str, Any]) -> list[str]:
@@ -394,11 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.set)
         studies = _pick(args.studies, list(cfg.studies), "studies")
         datasets = _pick(args.datasets, list(cfg.datasets), "datasets")
-        seeds = (
-            [int(s) for s in args.seeds.split(",")]
-            if args.seeds
-            else list(cfg.quick_seeds if args.quick else cfg.seeds)
-        )
+        if args.seeds:
+            seeds = parse_seeds(args.seeds, "--seeds")
+        else:
+            seeds = parse_seeds(cfg.quick_seeds if args.quick else cfg.seeds, "seeds")
         plan = Plan(cfg, studies, datasets, seeds)
         print(
             f"reproduce: {len(plan.jobs)} jobs ({', '.join(studies)} on {', '.join(datasets)}, "

@@ -70,6 +70,11 @@ def test_config_typos_and_unknown_names_are_clear_errors(cfg) -> None:
     with pytest.raises(ConfigError, match="seedz"):
         load_config(CONFIG, ["seedz=[1]"])
     assert main(["--studies", "lossez", "--dry-run"]) == 2
+    assert main(["--seeds", "a,b", "--dry-run"]) == 2
+    with pytest.raises(ConfigError, match="jobs must be a positive integer"):
+        load_config(CONFIG, ["jobs=abc"])
+    with pytest.raises(ConfigError, match="seeds must be integers"):
+        load_config(CONFIG, ["seeds=[x]"])
     assert main(["--quick", "--dry-run", "--datasets", "synthetic"]) == 0
 
 
