@@ -124,7 +124,8 @@ def write_reports(plan: Plan, seeds: list[int], quick: bool = False) -> list[Pat
             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit {_git_revision()}; seeds {seeds}. "
             f"Metric: test {metric}, mean over queries; intervals are 95% percentile bootstrap "
             f"intervals ({resamples} resamples) over (seed, query) units; p is a paired sign-flip "
-            "permutation test. Settings: `conf/reproduce.yaml`.",
+            "permutation test. Settings: `conf/reproduce.yaml`. What these runs can and cannot "
+            "say (budget, plateaus, the real data's short lists): README, section Results.",
             "",
         ]
         for dataset in plan.datasets:
