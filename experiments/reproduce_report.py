@@ -25,7 +25,7 @@ from ranking.study import (
 TEXT_BASELINES = ("random", "bm25")
 
 
-def _finished(path: Path) -> bool:
+def _has_per_query(path: Path) -> bool:
     return (path / "per_query.parquet").is_file()
 
 
@@ -36,9 +36,9 @@ def _refs(variants: dict[str, Variant]) -> tuple[dict[str, list[RunRef]], list[s
         refs[name] = [
             RunRef(seed, path, variant.scorer)
             for seed, path in variant.runs.items()
-            if _finished(path)
+            if _has_per_query(path)
         ]
-        missing += [str(path) for path in variant.runs.values() if not _finished(path)]
+        missing += [str(path) for path in variant.runs.values() if not _has_per_query(path)]
     return {k: v for k, v in refs.items() if v}, sorted(set(missing))
 
 
@@ -49,7 +49,7 @@ def _baseline_refs(
     first = next(iter(variants.values()))
     return {
         f"baseline:{scorer}": [
-            RunRef(seed, path, scorer) for seed, path in first.runs.items() if _finished(path)
+            RunRef(seed, path, scorer) for seed, path in first.runs.items() if _has_per_query(path)
         ]
         for scorer in scorer_names
     }

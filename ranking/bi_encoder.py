@@ -555,13 +555,7 @@ class BiEncoderModule(ListwiseRanker):
         aux_loss: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``{loss, gt_loss, distill_loss?, <task>/gt_loss...}`` of a batch's scores."""
-        labels, mask = batch["labels"], batch["mask"]
-        gt = torch.stack(
-            [
-                loss(scores[..., k].float(), labels[..., k], mask)
-                for k, loss in enumerate(self.losses)
-            ]
-        )
+        gt = self.task_losses(scores, batch)
         out = {f"{name}/gt_loss": gt[k] for k, name in enumerate(self.task_names)}
         out["gt_loss"] = (self.task_weights * gt).sum()
         teacher = batch.get("teacher_scores")
@@ -570,7 +564,7 @@ class BiEncoderModule(ListwiseRanker):
             return out
         distill = torch.stack(
             [
-                self.distill_loss(scores[..., k].float(), teacher[..., k].float(), mask)
+                self.distill_loss(scores[..., k].float(), teacher[..., k].float(), batch["mask"])
                 for k in range(len(self.tasks))
             ]
         )

@@ -351,11 +351,11 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     from omegaconf import OmegaConf, open_dict
 
     from callbacks.resume import prepare_resume
-    from ranking.baselines import evaluate_scorer, random_scorer
+    from ranking.baselines import random_scorer
     from ranking.bi_encoder import StudentDataModule
     from ranking.config import build_datamodule, build_trainer, instantiate, plain
     from ranking.encoders import load_tokenizer
-    from ranking.per_query import per_query_metrics, write_per_query
+    from ranking.per_query import per_query_metrics, summarize, write_per_query
     from ranking.pipeline import RANDOM_DRAWS, _model_scorer, _scalars
     from ranking.report import print_tables, write_json
     from ranking.serving import load_checkpoint
@@ -435,27 +435,10 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     student_metrics = _scalars(trainer.callback_metrics, "test/")
     metrics = list(student.hparams.metrics)
     teacher.eval().use_data_regions(datamodule.region_names)
-    with torch.no_grad():
-        teacher_metrics = evaluate_scorer(
-            datamodule.eval_dataloader("test"),
-            teacher,
-            teacher.task_names,
-            datamodule.region_names,
-            metrics,
-            stage="test",
-        )
-    random_metrics = evaluate_scorer(
-        test_loader,
-        random_scorer(len(student.task_names), cfg.seed),
-        student.task_names,
-        datamodule.region_names,
-        metrics,
-        stage="test",
-        draws=RANDOM_DRAWS,
-    )
-    # Per-list values for paired comparisons (experiments.compare --with teacher,random): the
-    # student and random rows come from the student's loader, the teacher's from its own pairs;
-    # both loaders hold the same test lists under the same list indices.
+    # One scoring pass per scorer gives both the per-list values (for paired comparisons,
+    # experiments.compare --with teacher,random) and the aggregates: the student and random rows
+    # come from the student's loader, the teacher's from its own pairs; both loaders hold the
+    # same test lists under the same list indices.
     query_ids = datamodule.lists["test"].query_ids
     per_query = polars.concat(
         [
@@ -479,6 +462,16 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                 query_ids,
             ),
         ]
+    )
+    teacher_metrics, random_metrics = (
+        summarize(
+            per_query.filter(polars.col("scorer") == name),
+            "test",
+            student.task_names,
+            datamodule.region_names,
+            metrics,
+        )
+        for name in ("teacher", "random")
     )
     write_per_query(per_query, output_dir / "per_query.parquet")
     print_tables(

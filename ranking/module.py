@@ -187,13 +187,7 @@ class RankingModule(ListwiseRanker):
         batch: dict[str, torch.Tensor],
         aux_loss: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        labels, mask = batch["labels"], batch["mask"]
-        per_task = torch.stack(
-            [
-                loss(scores[..., k].float(), labels[..., k], mask)
-                for k, loss in enumerate(self.losses)
-            ]
-        )
+        per_task = self.task_losses(scores, batch)
         out = {f"{name}/loss": per_task[k] for k, name in enumerate(self.task_names)}
         out["loss"] = self.loss_weighting(per_task)
         for key, values in self.loss_weighting.log_values().items():

@@ -122,6 +122,16 @@ class ListwiseRanker(pl.LightningModule):
         """``{"loss": scalar, ...named parts}`` of a batch."""
         raise NotImplementedError
 
+    def task_losses(self, scores: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``[K]``: each task's own loss (``self.losses[k]``) on its column of ``scores``."""
+        labels, mask = batch["labels"], batch["mask"]
+        return torch.stack(
+            [
+                loss(scores[..., k].float(), labels[..., k], mask)
+                for k, loss in enumerate(self.losses)
+            ]
+        )
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scores ``[B, L, K]`` of a listwise batch (0 at padded positions)."""
         return self.score(batch)[0]
