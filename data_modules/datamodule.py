@@ -467,12 +467,17 @@ class FileDataModule(ListwiseDataModule):
         path: The file.
         encoding: CSV text encoding.
         rename: ``{column in file: canonical column}``.
+        region: Region of every row when the file has no ``region`` column (one market).
         **kwargs: Options of :class:`ListwiseDataModule`.
     """
 
     def __init__(
-        self, path: str, encoding: str = "utf8", rename: Mapping[str, str] | None = None, **kwargs
+        self,
+        path: str,
+        encoding: str = "utf8",
+        rename: Mapping[str, str] | None = None,
+        region: str = "default",
+        **kwargs,
     ) -> None:
-        super().__init__(
-            source=FileSource(path, encoding=encoding, rename=dict(rename or {})), **kwargs
-        )
+        source = FileSource(path, encoding=encoding, rename=dict(rename or {}), region=region)
+        super().__init__(source=source, **kwargs)

@@ -6,12 +6,15 @@ Real datasets have their own adapters in :mod:`data_modules.adapters`; they shar
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
 
 from ranking.errors import ConfigError, DataValidationError
+
+log = logging.getLogger(__name__)
 
 _READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
 
@@ -86,21 +89,36 @@ class FileSource:
         path: The file. Its suffix picks the reader (.parquet/.pq, .csv, .tsv).
         encoding: Text encoding of CSV files ("utf8" or e.g. "latin-1").
         rename: Optional ``{column in file: canonical column}`` applied after reading.
+        region: Region of every row of a one-market file that has no ``region`` column
+            (logged when used); a file with its own ``region`` column keeps it.
     """
 
     def __init__(
-        self, path: str | Path, encoding: str = "utf8", rename: dict[str, str] | None = None
+        self,
+        path: str | Path,
+        encoding: str = "utf8",
+        rename: dict[str, str] | None = None,
+        region: str = "default",
     ) -> None:
         if path in (None, "", "???"):
             raise ConfigError("data.path must name a parquet or CSV file")
+        if not isinstance(region, str) or not region.strip():
+            raise ConfigError(f"data.region must be a non-empty name, got {region!r}")
         self.path = Path(path).expanduser()
         self.encoding = encoding
         self.rename = dict(rename or {})
+        self.region = region
         self.name = str(self.path)
 
     def load(self) -> pl.DataFrame:
-        df = read_table(self.path, self.encoding, key="data.path")
-        return apply_rename(df, self.rename, str(self.path))
+        df = apply_rename(
+            read_table(self.path, self.encoding, key="data.path"), self.rename, str(self.path)
+        )
+        if "region" not in df.columns:
+            # One market is the common case for a team's own log: no region column needed.
+            log.info("%s: no region column, every row is region '%s'", self.path, self.region)
+            df = df.with_columns(pl.lit(self.region).alias("region"))
+        return df
 
 
 class SyntheticSource:

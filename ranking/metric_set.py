@@ -109,9 +109,10 @@ class RankingMetricSet(nn.Module):
                 overall = float(result["overall"])
                 out[f"{stage}/{task}/{spec}"] = overall
                 per_task.append(overall)
-                for region, value in zip(
-                    self.region_names, result["per_group"].tolist(), strict=True
-                ):
+                # torchmetrics squeezes one-element results: with one region ``per_group`` comes
+                # back 0-d, so it is reshaped to one value per region before zipping.
+                per_region = result["per_group"].reshape(len(self.region_names)).tolist()
+                for region, value in zip(self.region_names, per_region, strict=True):
                     if not math.isnan(value):
                         out[f"{stage}/{task}/{region}/{spec}"] = value
             if per_task and not any(math.isnan(v) for v in per_task):

@@ -77,7 +77,9 @@ class GroupedMean(Metric):
     def compute(self) -> dict[str, Tensor]:
         """``{"per_group": Tensor[num_groups] (NaN for empty groups), "overall": Tensor[]}``.
 
-        ``overall`` is NaN when no value was added at all.
+        ``overall`` is NaN when no value was added at all. Note that torchmetrics' ``compute``
+        wrapper squeezes one-element tensors: with ``num_groups=1`` callers receive a 0-d
+        ``per_group`` and must reshape it to ``[num_groups]``.
         """
         count = self.count.to(self.sum.dtype)
         nan = torch.full_like(self.sum, float("nan"))
