@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ranking.errors import ConfigError, ShoprankError
+from ranking.precision import resolve_precision
+
+log = logging.getLogger(__name__)
 
 
 def plain(node: Any) -> Any:
@@ -187,6 +191,12 @@ def build_trainer(cfg: DictConfig, job_type: str = "train", **overrides: Any) ->
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     _fill_wandb(cfg.get("logger"), cfg, job_type)
     loggers = _instantiate_group(cfg.get("logger"), "logger")
+    precision, why = resolve_precision(
+        cfg.trainer.get("precision", "32-true"), str(cfg.trainer.get("accelerator", "cpu"))
+    )
+    if str(cfg.trainer.get("precision")) == "auto":
+        log.info("trainer.precision=auto -> %s (%s)", precision, why)
+    overrides.setdefault("precision", precision)
     return instantiate(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **overrides
     )
