@@ -18,17 +18,77 @@ class CrossEncoder(nn.Module):
     BERT product-ranking paper shares the encoder across engagement tasks the same way). The tower
     (shared-bottom, MMoE or SEQ, optionally behind the MD region mask) owns dropout and heads.
 
+    Length buckets: with ``bucket_tokens`` set, the N pairs are sorted by length and encoded in
+    chunks of at most ``bucket_tokens`` padded tokens, each padded only to its own longest pair
+    (instead of every pair to the longest of the batch). The pooled vectors are the same up to
+    float rounding (padding is masked out of attention), and the tower still sees all N at once,
+    so towers and their auxiliary losses are unchanged; only the padding work goes. On real
+    product data the longest pair of a batch is about twice the mean (Home Depot: mean 24,
+    longest of a 56-pair batch about 48 tokens), so this halves the encoder's work.
+
     Args:
         encoder: Hugging Face encoder returning ``last_hidden_state [N, T, H]``.
         tower: A :class:`ranking.towers.Tower` built for hidden size H.
         pooling: ``cls`` or ``mean``.
+        bucket_tokens: Padded tokens per encoder call when bucketing by length (``None``: one
+            call for all pairs, padded to the longest).
     """
 
-    def __init__(self, encoder: nn.Module, tower: Tower, pooling: str = "cls") -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        tower: Tower,
+        pooling: str = "cls",
+        bucket_tokens: int | None = None,
+    ) -> None:
         super().__init__()
+        if bucket_tokens is not None and bucket_tokens < 1:
+            raise ValueError(f"bucket_tokens must be >= 1 or None, got {bucket_tokens}")
         self.encoder = encoder
         self.tower = tower
         self.pooling = pooling
+        self.bucket_tokens = bucket_tokens
+
+    def _encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Pooled ``[n, H]`` of pairs trimmed to their longest real sequence."""
+        seq_len = max(int(attention_mask.sum(-1).max()), 1)
+        hidden = self.encoder(
+            input_ids=input_ids[:, :seq_len],
+            attention_mask=attention_mask[:, :seq_len],
+            token_type_ids=None if token_type_ids is None else token_type_ids[:, :seq_len],
+        ).last_hidden_state
+        return pool(hidden, attention_mask[:, :seq_len], self.pooling)
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Pooled pair vectors ``[N, H]`` (in input order), bucketed by length if configured."""
+        if self.bucket_tokens is None or input_ids.shape[0] <= 1:
+            return self._encode(input_ids, attention_mask, token_type_ids)
+        lengths = attention_mask.sum(-1)
+        order = torch.argsort(lengths, stable=True)
+        pooled = []
+        for chunk in length_chunks(lengths[order].tolist(), self.bucket_tokens):
+            index = order[chunk]
+            pooled.append(
+                self._encode(
+                    input_ids[index],
+                    attention_mask[index],
+                    None if token_type_ids is None else token_type_ids[index],
+                )
+            )
+        sorted_h = torch.cat(pooled)
+        out = torch.empty_like(sorted_h)
+        out[order] = sorted_h
+        return out
 
     def forward(
         self,
@@ -51,13 +111,31 @@ class CrossEncoder(nn.Module):
         Returns:
             :class:`TowerOutput` with ``scores [N, K]`` (logits) and the tower's auxiliary loss.
         """
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
-        h = pool(hidden, attention_mask, self.pooling)
+        h = self.encode(input_ids, attention_mask, token_type_ids)
         if region_features is None:  # towers without a mask are called exactly as before
             return self.tower(h, region)
         return self.tower(h, region, region_features)
+
+
+def length_chunks(sorted_lengths: list[int], max_tokens: int) -> list[slice]:
+    """Consecutive slices of length-sorted pairs, each at most ``max_tokens`` padded tokens.
+
+    A chunk padded to its last (longest) pair costs ``count * longest`` tokens; a new chunk starts
+    when adding the next pair would exceed ``max_tokens``. A single pair longer than the budget
+    gets a chunk of its own.
+
+    Example:
+        >>> length_chunks([3, 3, 4, 8, 8], max_tokens=12)
+        [slice(0, 3, None), slice(3, 4, None), slice(4, 5, None)]
+    """
+    chunks, start = [], 0
+    for i, length in enumerate(sorted_lengths):
+        if i > start and (i - start + 1) * length > max_tokens:
+            chunks.append(slice(start, i))
+            start = i
+    if sorted_lengths:
+        chunks.append(slice(start, len(sorted_lengths)))
+    return chunks
 
 
 def score_lists(
@@ -66,7 +144,8 @@ def score_lists(
     """Run ``scorer`` on the real items of a listwise batch only, and scatter back to lists.
 
     Padded list positions cost nothing: the ``[B, L, T]`` inputs are packed to ``[N, T]`` with the
-    list mask (N = number of real items) and trimmed to the longest real sequence.
+    list mask (N = number of real items) and trimmed to the longest real sequence (or to each
+    length bucket's own longest, see :class:`CrossEncoder`).
 
     Args:
         scorer: The cross-encoder.
@@ -79,12 +158,10 @@ def score_lists(
     """
     mask = batch["mask"]
     features = batch.get("region_features")
-    attention = batch["attention_mask"][mask]
-    seq_len = int(attention.sum(-1).max())
     out = scorer(
-        input_ids=batch["input_ids"][mask][:, :seq_len],
-        attention_mask=attention[:, :seq_len],
-        token_type_ids=batch["token_type_ids"][mask][:, :seq_len],
+        input_ids=batch["input_ids"][mask],
+        attention_mask=batch["attention_mask"][mask],
+        token_type_ids=batch["token_type_ids"][mask],
         region=region.unsqueeze(1).expand_as(mask)[mask],
         region_features=None if features is None else features[mask],
     )

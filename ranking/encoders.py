@@ -95,6 +95,8 @@ def load_encoder_model(spec: Mapping[str, Any], vocab_size: int) -> nn.Module:
 
     Returns:
         A Hugging Face encoder whose forward returns ``last_hidden_state`` of shape ``[N, T, H]``.
+        With ``freeze_word_embeddings: true`` its word-embedding matrix does not train (see
+        :func:`freeze_word_embeddings`).
     """
     source = spec.get("source")
     if source == "random":
@@ -103,14 +105,30 @@ def load_encoder_model(spec: Mapping[str, Any], vocab_size: int) -> nn.Module:
         model = BertModel(config, add_pooling_layer=False)
         if spec.get("matching_init_scale"):
             matching_attention_init(model, float(spec["matching_init_scale"]))
-        return model
-    path = _model_dir(spec)
-    _check_dir(path, need_weights=True, key=f"encoder ({source})")
-    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    model = AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
-    # from_pretrained returns eval mode and Lightning keeps a module's mode: fine-tuning would
-    # silently run without the checkpoint's dropout.
-    return model.train()
+    else:
+        path = _model_dir(spec)
+        _check_dir(path, need_weights=True, key=f"encoder ({source})")
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        model = AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
+        # from_pretrained returns eval mode and Lightning keeps a module's mode: fine-tuning
+        # would silently run without the checkpoint's dropout.
+        model.train()
+    if spec.get("freeze_word_embeddings"):
+        freeze_word_embeddings(model)
+    return model
+
+
+def freeze_word_embeddings(model: nn.Module) -> None:
+    """Stop the word-embedding matrix from training (position/type embeddings still train).
+
+    Why: in a small pretrained encoder the vocabulary matrix is half the parameters (MiniLM:
+    30,522 x 384 = 11.7 M of 22.7 M) but a fine-tuning batch touches a few hundred of its rows.
+    Its gradient is dense all the same, so backward writes, and AdamW updates, the whole matrix
+    every step; frozen, a CPU training step is about 1.4x faster. Fine-tuning on a few thousand
+    queries moves those embeddings little anyway (and a frozen vocabulary cannot drift for the
+    tokens the training data never shows).
+    """
+    model.get_input_embeddings().weight.requires_grad_(False)
 
 
 def matching_attention_init(model: nn.Module, scale: float) -> None:

@@ -53,6 +53,9 @@ class RankingModule(ListwiseRanker):
         loss_weighting: ``{name: static}`` (default: ``sum_k w_k * loss_k``) or ``{name:
             uncertainty, init_log_variance}`` (Kendall et al., 2018; see
             :mod:`ranking.loss_weighting`).
+        bucket_tokens: Encode the pairs of a batch sorted by length, in chunks of at most this
+            many padded tokens (see :class:`ranking.cross_encoder.CrossEncoder`); ``None``: one
+            call padded to the batch's longest pair.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class RankingModule(ListwiseRanker):
         region_mask: Mapping[str, Any] | None = None,
         region_names: Sequence[str] = ("all",),
         loss_weighting: Mapping[str, Any] | None = None,
+        bucket_tokens: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -95,7 +99,11 @@ class RankingModule(ListwiseRanker):
             )
         except KeyError as err:
             raise ConfigError("tower.name is missing") from err
-        self.scorer = CrossEncoder(model, tower_module, pooling=encoder.get("pooling", "cls"))
+        if bucket_tokens is not None and (isinstance(bucket_tokens, bool) or bucket_tokens < 1):
+            raise ConfigError(f"model.bucket_tokens must be >= 1 or null, got {bucket_tokens!r}")
+        self.scorer = CrossEncoder(
+            model, tower_module, pooling=encoder.get("pooling", "cls"), bucket_tokens=bucket_tokens
+        )
 
     # ------------------------------------------------------------------ region features
     @property

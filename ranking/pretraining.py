@@ -47,7 +47,6 @@ from transformers import (
     BertTokenizerFast,
     DataCollatorForLanguageModeling,
     PreTrainedModel,
-    get_linear_schedule_with_warmup,
 )
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -55,6 +54,7 @@ from data_modules.schema import TEXT_COLUMNS
 from ranking.config import build_source, plain
 from ranking.encoders import load_tokenizer, matching_attention_init, minilm_package_dir
 from ranking.errors import ConfigError, DataValidationError, EncoderLoadError
+from ranking.optim import adamw_with_warmup
 from ranking.report import write_json
 
 log = logging.getLogger(__name__)
@@ -434,25 +434,13 @@ class MaskedLMModule(pl.LightningModule):
         self.history.setdefault(self.current_epoch, {})["train/mlm_loss"] = float(value)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        for param in self.model.parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim < 2 else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
+        return adamw_with_warmup(
+            self.model.parameters(),
+            total_steps=self.trainer.estimated_stepping_batches,
             lr=self.hparams.lr,
+            weight_decay=self.hparams.weight_decay,
+            warmup_ratio=self.hparams.warmup_fraction,
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, int(self.hparams.warmup_fraction * total), total
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
 
 
 # ------------------------------------------------------------------------------------ data flow

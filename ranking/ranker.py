@@ -14,10 +14,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from transformers import get_linear_schedule_with_warmup
 
 from ranking.errors import ConfigError, DataValidationError
 from ranking.metric_set import RankingMetricSet, parse_metric
+from ranking.optim import adamw_with_warmup
 
 EVAL_STAGES = ("val", "test")
 OPTIMIZER_DEFAULTS = {
@@ -26,6 +26,7 @@ OPTIMIZER_DEFAULTS = {
     "warmup_ratio": 0.1,
     "betas": (0.9, 0.999),
     "eps": 1e-8,
+    "fused": None,  # None: the fused AdamW kernel wherever the parameters allow it
 }
 
 
@@ -168,26 +169,13 @@ class ListwiseRanker(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW (biases and LayerNorm weights not decayed) with linear warm-up and decay."""
         cfg = self.optimizer_config
-        decay, no_decay = [], []
-        for param in self.parameters():
-            if not param.requires_grad:
-                continue
-            # Biases and LayerNorm weights are not decayed (as in BERT's fine-tuning recipe).
-            (no_decay if param.ndim < 2 else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": cfg["weight_decay"]},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
+        return adamw_with_warmup(
+            self.parameters(),
+            total_steps=self.trainer.estimated_stepping_batches,
             lr=cfg["lr"],
-            betas=tuple(cfg["betas"]),
+            weight_decay=cfg["weight_decay"],
+            warmup_ratio=cfg["warmup_ratio"],
+            betas=cfg["betas"],
             eps=cfg["eps"],
+            fused=cfg["fused"],
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, num_warmup_steps=int(cfg["warmup_ratio"] * total), num_training_steps=total
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
