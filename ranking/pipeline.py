@@ -59,25 +59,36 @@ def _baseline_scorers(
     names: Sequence[str], datamodule: Any, split: str, num_tasks: int, seed: int
 ) -> dict[str, tuple[ScoreFn, int]]:
     """``{name: (score_fn, draws)}`` for the configured ``baselines``."""
+    from ranking.text_baselines import biencoder_row_scores, build_text_baseline, lookup_scorer
+
     scorers: dict[str, tuple[ScoreFn, int]] = {}
+    # LambdaMART reads the zero-shot cosine of every pair row (all splits): computed once, it
+    # also serves as the minilm_zero_shot baseline (each text is embedded on its own, so the
+    # split's rows get the same values either way).
+    cosine = biencoder_row_scores(datamodule.pair_texts) if "lambdamart" in names else None
     for name in names:
         if name == "random":
             scorers[name] = (random_scorer(num_tasks, seed), RANDOM_DRAWS)
-            continue
-        from ranking.text_baselines import build_text_baseline
+        elif name == "lambdamart":  # learns from the training split, early-stops on validation
+            from ranking.lambdamart import lambdamart_scorer
 
-        # Text outside the split is blanked: an encoder baseline then embeds only this split.
-        in_split = np.zeros(datamodule.pair_texts.height, dtype=bool)
-        for rows in datamodule.lists[split].rows:
-            in_split[rows] = True
-        texts = datamodule.pair_texts.with_columns(
-            polars.when(polars.Series(in_split))
-            .then(polars.col(c))
-            .otherwise(polars.lit(""))
-            .alias(c)
-            for c in ("query", "product")
-        )
-        scorers[name] = (build_text_baseline(name, texts, num_tasks), 1)
+            score = lambdamart_scorer(datamodule, num_tasks, seed=seed, cosine=cosine)
+            scorers[name] = (score, 1)
+        elif name == "minilm_zero_shot" and cosine is not None:
+            scorers[name] = (lookup_scorer(torch.from_numpy(cosine), num_tasks, name), 1)
+        else:
+            # Text outside the split is blanked: an encoder baseline then embeds only this split.
+            in_split = np.zeros(datamodule.pair_texts.height, dtype=bool)
+            for rows in datamodule.lists[split].rows:
+                in_split[rows] = True
+            texts = datamodule.pair_texts.with_columns(
+                polars.when(polars.Series(in_split))
+                .then(polars.col(c))
+                .otherwise(polars.lit(""))
+                .alias(c)
+                for c in ("query", "product")
+            )
+            scorers[name] = (build_text_baseline(name, texts, num_tasks), 1)
     return scorers
 
 

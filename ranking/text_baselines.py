@@ -108,7 +108,7 @@ def _reject_unknown(name: str, options: Mapping[str, Any], accepted: Sequence[st
         raise ConfigError(f"{keys}: unknown option(s); accepted: {sorted(accepted)}")
 
 
-def _lookup_scorer(row_scores: torch.Tensor, num_tasks: int, name: str) -> ScoreFn:
+def lookup_scorer(row_scores: torch.Tensor, num_tasks: int, name: str) -> ScoreFn:
     """A ScoreFn that reads the precomputed score of each item's pair row.
 
     Args:
@@ -264,7 +264,7 @@ def bm25_scorer(pair_texts: pl.DataFrame, num_tasks: int, **bm25_options: Any) -
     """
     _check_num_tasks(num_tasks, "bm25")
     scores = bm25_row_scores(pair_texts, **bm25_options)
-    return _lookup_scorer(torch.from_numpy(scores), num_tasks, "bm25")
+    return lookup_scorer(torch.from_numpy(scores), num_tasks, "bm25")
 
 
 # --------------------------------------------------------------------------- bi-encoder
@@ -315,6 +315,42 @@ def encode_texts(
     return out
 
 
+def biencoder_row_scores(
+    pair_texts: pl.DataFrame,
+    model_dir: str | Path | None = None,
+    batch_size: int = 64,
+    max_length: int = 64,
+    device: str | None = None,
+    show_progress: bool | None = None,
+) -> np.ndarray:
+    """Zero-shot cosine of every pair row, float32 ``[N]``; see :func:`biencoder_scorer`."""
+    name = "minilm_zero_shot"
+    _check_pair_texts(pair_texts, name)
+    for key, value in (("batch_size", batch_size), ("max_length", max_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"baselines.{name}.{key}: must be a positive int, got {value!r}")
+    path = Path(model_dir).expanduser() if model_dir is not None else minilm_package_dir()
+    spec = {"source": "path", "path": str(path)}
+    tokenizer = load_tokenizer(spec)
+    model = load_encoder_model(spec, vocab_size=len(tokenizer))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+
+    n = pair_texts.height
+    texts, codes = _factorize(pl.concat([pair_texts["query"], pair_texts["product"]]))
+    query_codes, product_codes = torch.from_numpy(codes[:n]), torch.from_numpy(codes[n:])
+    if show_progress is None:
+        show_progress = len(texts) >= PROGRESS_MIN_TEXTS
+    log.info("%s: encoding %d unique texts for %d pair rows on %s", name, len(texts), n, device)
+    vectors = encode_texts(texts, tokenizer, model, batch_size, max_length, device, show_progress)
+
+    scores = torch.empty(n, dtype=torch.float32)
+    for start in range(0, n, _CHUNK_ROWS):
+        part = slice(start, start + _CHUNK_ROWS)
+        scores[part] = (vectors[query_codes[part]] * vectors[product_codes[part]]).sum(-1)
+    return scores.numpy()
+
+
 def biencoder_scorer(
     pair_texts: pl.DataFrame,
     num_tasks: int,
@@ -352,32 +388,11 @@ def biencoder_scorer(
         EncoderLoadError: ``model_dir`` is missing or incomplete.
         DataValidationError: ``pair_texts`` lacks a column or holds nulls.
     """
-    name = "minilm_zero_shot"
-    _check_num_tasks(num_tasks, name)
-    _check_pair_texts(pair_texts, name)
-    for key, value in (("batch_size", batch_size), ("max_length", max_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"baselines.{name}.{key}: must be a positive int, got {value!r}")
-    path = Path(model_dir).expanduser() if model_dir is not None else minilm_package_dir()
-    spec = {"source": "path", "path": str(path)}
-    tokenizer = load_tokenizer(spec)
-    model = load_encoder_model(spec, vocab_size=len(tokenizer))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-
-    n = pair_texts.height
-    texts, codes = _factorize(pl.concat([pair_texts["query"], pair_texts["product"]]))
-    query_codes, product_codes = torch.from_numpy(codes[:n]), torch.from_numpy(codes[n:])
-    if show_progress is None:
-        show_progress = len(texts) >= PROGRESS_MIN_TEXTS
-    log.info("%s: encoding %d unique texts for %d pair rows on %s", name, len(texts), n, device)
-    vectors = encode_texts(texts, tokenizer, model, batch_size, max_length, device, show_progress)
-
-    scores = torch.empty(n, dtype=torch.float32)
-    for start in range(0, n, _CHUNK_ROWS):
-        part = slice(start, start + _CHUNK_ROWS)
-        scores[part] = (vectors[query_codes[part]] * vectors[product_codes[part]]).sum(-1)
-    return _lookup_scorer(scores, num_tasks, name)
+    _check_num_tasks(num_tasks, "minilm_zero_shot")
+    scores = biencoder_row_scores(
+        pair_texts, model_dir, batch_size, max_length, device, show_progress
+    )
+    return lookup_scorer(torch.from_numpy(scores), num_tasks, "minilm_zero_shot")
 
 
 # --------------------------------------------------------------------------- registry
