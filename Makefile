@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-framework bench-memory reproduce reproduce-quick
+.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-finetune bench-framework bench-memory reproduce reproduce-quick
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -95,6 +95,9 @@ bench-losses: install  ## Forward+backward time and memory of every loss vs a pe
 
 bench-latency: install  ## Teacher vs student per-query latency + NDCG@10 (newest distill run unless ARGS="--student .. --teacher ..")
 	OMP_NUM_THREADS=1 $(PY) -m bench.bench_latency --out bench/results/latency.json --onnx $(ARGS)
+
+bench-finetune: install  ## MiniLM cross-encoder fine-tune: pairs/s and NDCG@10 of fp32 vs each speed lever (bf16, buckets, ...)
+	$(PY) -m bench.bench_finetune --out bench/results/finetune.json $(ARGS)
 
 bench-framework: install  ## Lightning vs bare-loop throughput; data pipeline vs model lists/s
 	OMP_NUM_THREADS=1 $(PY) -m bench.bench_framework --out bench/results/framework.json $(ARGS)

@@ -291,7 +291,9 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results/finetune.json")
-    parser.add_argument("--quick", action="store_true", help="30 steps on 400 queries")
+    parser.add_argument(
+        "--quick", action="store_true", help="20 steps on 400 queries, three modes (a smoke run)"
+    )
     parser.add_argument("--steps", type=int, default=120, help="training steps per mode")
     parser.add_argument("--queries", type=int, default=1500, help="queries of the data used")
     parser.add_argument("--round", type=int, default=10, help="steps per mode per round")
@@ -301,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides")
     args = parser.parse_args(argv)
     if args.quick:
-        args.steps, args.queries, args.repeats = 30, 400, 1
+        args.steps, args.queries, args.repeats = 20, 400, 1
+        args.modes = args.modes or [BASELINE, FAST, "fast + bf16"]
     result = measure(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
