@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -29,6 +31,7 @@ class CrossEncoder(nn.Module):
         self.encoder = encoder
         self.tower = tower
         self.pooling = pooling
+        self.uses_token_type_ids = accepts_token_type_ids(encoder)
 
     def forward(
         self,
@@ -43,7 +46,9 @@ class CrossEncoder(nn.Module):
         Args:
             input_ids: ``[N, T]`` token ids.
             attention_mask: ``[N, T]``, 1 for real tokens.
-            token_type_ids: ``[N, T]`` segment ids (0 query, 1 product).
+            token_type_ids: ``[N, T]`` segment ids (0 query, 1 product); ignored by encoders
+                without segment embeddings (RoBERTa, DistilBERT: see
+                :func:`accepts_token_type_ids`).
             region: ``[N]`` region id of each pair (model vocabulary).
             region_features: ``[N, F]`` raw region feature columns for the tower's region mask
                 (standardised there), or ``None``.
@@ -51,13 +56,26 @@ class CrossEncoder(nn.Module):
         Returns:
             :class:`TowerOutput` with ``scores [N, K]`` (logits) and the tower's auxiliary loss.
         """
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.uses_token_type_ids and token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**inputs).last_hidden_state
         h = pool(hidden, attention_mask, self.pooling)
         if region_features is None:  # towers without a mask are called exactly as before
             return self.tower(h, region)
         return self.tower(h, region, region_features)
+
+
+def accepts_token_type_ids(encoder: nn.Module) -> bool:
+    """Whether ``encoder`` takes segment ids, and has more than one segment embedding.
+
+    BERT and MiniLM do. DistilBERT's forward has no ``token_type_ids``; RoBERTa's takes them but
+    has one segment embedding (``type_vocab_size=1``), so segment id 1 would index past it.
+    """
+    if "token_type_ids" not in inspect.signature(encoder.forward).parameters:
+        return False
+    config = getattr(encoder, "config", None)
+    return int(getattr(config, "type_vocab_size", 2) or 0) >= 2
 
 
 def score_lists(
