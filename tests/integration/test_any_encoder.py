@@ -3,6 +3,7 @@ embedding) and DistilBERT (no token_type_ids) built tiny in the test (tests/tiny
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,3 +77,31 @@ def test_cross_encoder_trains_and_tests_on_any_encoder(make_cfg, encoder_dirs, k
     with torch.no_grad():
         scores = module.eval()(batch)
     assert torch.isfinite(scores).all() and scores[batch["mask"]].std() > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_any_encoder_exports_to_sentence_transformers_and_onnx(encoder_dirs, kind, tmp_path):
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import CrossEncoder
+
+    from ranking import Ranker, TextOptions
+    from ranking.export import export_model
+    from ranking.module import RankingModule
+
+    torch.manual_seed(0)
+    spec = {"source": "path", "path": str(encoder_dirs[kind]), "pooling": "cls", "max_length": 24}
+    module = RankingModule(
+        encoder=spec,
+        tasks=[{"name": "click", "label": "click"}],
+        loss={"name": "listnet"},
+        region_names=["all"],
+    ).eval()
+    text = {"region_in_query": False, "product_text_fields": ["product_title"]}
+    summary = export_model(module, tmp_path / "m", text)
+    assert summary["checks"]["sentence_transformers"] <= 1e-4
+    assert summary["checks"]["onnx"] <= 1e-4
+    assert "token_type_ids" not in summary["onnx"]["inputs"]
+    pairs = [("red shoes", "nike red running shoe"), ("hat", "a blue wool hat " * 20)]
+    want = Ranker(module, TextOptions(**text), device="cpu").score_pairs(pairs)[:, 0]
+    got = CrossEncoder(str(tmp_path / "m"), local_files_only=True).predict(pairs)
+    np.testing.assert_allclose(got, want, atol=1e-4)
