@@ -200,7 +200,12 @@ def export_model(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log.info("Exported %s to %s; checks (max abs diff): %s", summary["kind"], out_dir, summary)
+    log.info(
+        "Exported %s to %s; max abs score difference of each copy: %s",
+        summary["kind"],
+        out_dir,
+        summary["checks"],
+    )
     return summary
 
 

@@ -16,7 +16,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from callbacks.resume import prepare_resume
-from callbacks.wandb_report import finish_wandb, log_resolved_config, log_result_tables
+from callbacks.wandb_report import (
+    finish_wandb,
+    log_resolved_config,
+    log_result_tables,
+    log_run_results,
+    record_run_id,
+)
 from ranking.baselines import ScoreFn, random_scorer
 from ranking.config import build_datamodule, build_module, build_trainer, plain, task_list
 from ranking.encoders import load_tokenizer
@@ -197,7 +203,14 @@ def _test_and_report(
     }
     write_json(output_dir / "metrics.json", payload)
     log.info("Metrics written to %s", output_dir / "metrics.json")
+    log_run_results(trainer, output_dir, _best(extra), per_query)
     return payload
+
+
+def _best(extra: dict[str, Any] | None) -> dict[str, Any]:
+    """``{"best/<monitor>": value}`` for the W&B summary (empty without a monitor)."""
+    monitor = (extra or {}).get("monitor")
+    return {f"best/{monitor}": extra[monitor]} if monitor and monitor in extra else {}
 
 
 def _write_trec(
@@ -263,6 +276,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     module = build_module(cfg, datamodule.region_names, datamodule)
     trainer = build_trainer(cfg, job_type="train")
     log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
+    record_run_id(trainer, output_dir)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     checkpoint = trainer.checkpoint_callback
@@ -294,6 +308,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         )
     elif trainer.is_global_zero:
         write_json(output_dir / "metrics.json", extra)
+        log_run_results(trainer, output_dir, _best(extra))
     return metrics, {"datamodule": datamodule, "module": module, "trainer": trainer}
 
 
@@ -327,6 +342,7 @@ def _evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule.setup("test")
     trainer = build_trainer(cfg, job_type="evaluate")
     log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
+    record_run_id(trainer, output_dir)
     metrics = _test_and_report(
         trainer, module, datamodule, split, output_dir, cfg, extra={"checkpoint": str(ckpt)}
     )

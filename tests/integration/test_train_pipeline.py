@@ -36,6 +36,32 @@ def test_fast_dev_run_trains_and_tests(make_cfg) -> None:
     assert (out / "config.yaml").is_file() and (out / "metrics.json").is_file()
 
 
+@pytest.mark.parametrize(
+    ("debug", "check"),
+    [
+        ("fdr", lambda t: t.fast_dev_run == 1 and t.global_step == 1),
+        ("overfit", lambda t: t.overfit_batches == 3 and t.num_training_batches == 3),
+        ("profiler", lambda t: type(t.profiler).__name__ == "SimpleProfiler"),
+    ],
+)
+def test_debug_options_run(make_cfg, debug, check) -> None:
+    extra = ["trainer.max_epochs=1"] if debug == "overfit" else []
+    cfg = make_cfg(f"debug={debug}", *extra)
+    assert cfg.task_name == "debug" and cfg.trainer.detect_anomaly is True
+    metrics, objects = train(cfg)
+    assert check(objects["trainer"])
+    assert objects["trainer"].loggers == []  # debug runs log nowhere but the console
+    assert "test/purchase/ndcg@10" in metrics["test"]
+
+
+def test_accumulate_grad_batches_steps_once_per_n_batches(make_cfg) -> None:
+    cfg = make_cfg(
+        "trainer.accumulate_grad_batches=2", "trainer.limit_train_batches=4", "test_after_fit=false"
+    )
+    _, objects = train(cfg)
+    assert objects["trainer"].global_step == 2  # 4 batches, one optimiser step per 2
+
+
 def test_train_writes_checkpoint_metrics_and_evaluate_reproduces(make_cfg, tmp_path) -> None:
     cfg = make_cfg("logger=csv")
     metrics, objects = train(cfg)
