@@ -39,6 +39,7 @@ models expect it in the text (the model card says which).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import math
@@ -168,6 +169,16 @@ def export_model(
     from ranking.bi_encoder import BiEncoderModule
 
     out_dir = Path(out_dir).expanduser()
+    for wanted, package, extra in (
+        (onnx, "onnxruntime", "serve"),
+        (onnx, "onnxscript", "serve"),
+        (sentence_transformers, "sentence_transformers", "core"),
+    ):
+        if wanted and importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"export needs {package} (pip install 'shoprank[{extra}]'), or turn that part "
+                f"off: {'onnx' if package != 'sentence_transformers' else package}=false"
+            )
     staging = _staging(out_dir)
     module = module.cpu().eval()
     student = isinstance(module, BiEncoderModule)
