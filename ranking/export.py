@@ -764,6 +764,12 @@ def model_card(
         "",
         f"- source: `{data.get('_target_', 'unknown').rsplit('.', 1)[-1]}`"
         + (f" ({data['name']})" if data.get("name") else ""),
+        *([f"- file: `{data['path']}`"] if data.get("path") else []),
+        *(
+            [f"- engagement labels simulated: `{data['engagement']}`"]
+            if data.get("engagement")
+            else []
+        ),
         f"- regions: {', '.join(config['regions'])}",
         f"- splits by query: {data.get('splits', 'unknown')}, seed {data.get('seed', 'unknown')}",
         f"- product text: fields {', '.join(text['product_text_fields'])} joined by ` ; `",

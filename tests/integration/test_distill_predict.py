@@ -220,6 +220,38 @@ def test_predict_on_a_file_without_labels_ranks_every_candidate(runs) -> None:
     assert summary["queries"] == table.get_column("query_id").n_unique()
 
 
+def test_predict_on_real_style_ids_with_spaces_writes_valid_trec_files(runs) -> None:
+    """Home Depot / CrowdFlower: the query text is the query id, the title the product id."""
+    table = (
+        runs.objects["datamodule"]
+        .tables["test"]
+        .drop("__pair")
+        .with_columns(
+            pl.concat_str(["query", "query_id"], separator=" #").alias("query_id"),
+            pl.concat_str(["product_title", "product_id"], separator=" #").alias("product_id"),
+        )
+    )
+    path = runs.root / "spaced.parquet"
+    table.write_parquet(path)
+    cfg = compose_config(
+        "predict",
+        [f"ckpt_path={runs.teacher_ckpt}", "data=file", f"data.path={path}", "split=all"],
+        runs.root / "pred_spaced",
+    )
+    summary, _ = predict(cfg)
+    out = Path(cfg.paths.output_dir)
+    qids = pl.read_csv(out / "qids.tsv", separator="\t")
+    docids = pl.read_csv(out / "docids.tsv", separator="\t")
+    assert set(qids["query_id"]) == set(table["query_id"])
+    assert set(docids["product_id"]) == set(table["product_id"])
+    to_query = dict(zip(qids["qid"], qids["query_id"], strict=True))
+    for name in ("run.trec", "run.relevance.trec", "qrels.relevance.txt"):
+        lines = _read_run(out / name)
+        assert all(len(f) == (6 if name.startswith("run") else 4) for f in lines), name
+        assert {to_query[f[0]] for f in lines} <= set(table["query_id"])
+    assert len(_read_run(out / "run.trec")) == table.height == summary["pairs"]
+
+
 def test_write_trec_run_format_and_whitespace_errors(tmp_path) -> None:
     frame = pl.DataFrame(
         {

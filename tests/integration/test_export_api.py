@@ -205,7 +205,10 @@ def test_multi_task_linear_heads_are_one_cross_encoder_with_k_outputs(tmp_path) 
 @pytest.mark.parametrize(
     "options",
     [
-        {"similarity": "cosine", "shared_encoder": False, "pooling": "mean"},
+        pytest.param(
+            {"similarity": "cosine", "shared_encoder": False, "pooling": "mean"},
+            marks=pytest.mark.slow,  # ~20 s: two encoders per route
+        ),
         {"similarity": "dot", "shared_encoder": True, "pooling": "cls"},
     ],
 )
