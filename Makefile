@@ -17,10 +17,12 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-finetune bench-framework bench-memory reproduce reproduce-quick
+.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-finetune bench-framework bench-memory reproduce reproduce-quick smoke export
 
 help:  ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
+		{name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1)} \
+		END {for (i = 1; i <= NR; i++) printf "  \033[36m%-*s\033[0m  %s\n", width, name[i], text[i]}'
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +55,22 @@ resume: install  ## Resume an interrupted run: make resume RUN=logs/train/runs/<
 evaluate: install  ## Evaluate a checkpoint: make evaluate ARGS="ckpt_path=... data=..."
 	$(PY) -m experiments.evaluate $(ARGS)
 
+export: install  ## Ship a model: make export ARGS="ckpt_path=<ckpt> out=<new dir>" (HF dir, sentence-transformers, ONNX, card)
+	$(PY) -m experiments.export $(ARGS)
+
+SMOKE_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
+SMOKE_DIR ?= logs/smoke/$(SMOKE_STAMP)
+smoke: install  ## About a minute end to end: train (experiment=smoke), evaluate + ir_measures cross-check, export, Ranker
+	OMP_NUM_THREADS=1 $(PY) -m experiments.train experiment=smoke logger=csv \
+		hydra.run.dir=$(SMOKE_DIR)/train trainer.enable_progress_bar=false $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m experiments.evaluate ckpt_path=$(SMOKE_DIR)/train/checkpoints/last.ckpt \
+		+experiment=smoke cross_check=true hydra.run.dir=$(SMOKE_DIR)/evaluate trainer.enable_progress_bar=false
+	OMP_NUM_THREADS=1 $(PY) -m experiments.export ckpt_path=$(SMOKE_DIR)/train/checkpoints/last.ckpt \
+		out=$(SMOKE_DIR)/model hydra.run.dir=$(SMOKE_DIR)/export
+	$(PY) -c "from ranking import Ranker; r = Ranker.from_pretrained('$(SMOKE_DIR)/model'); \
+		print(r); print(r.rank('red running shoes', ['red running shoe', 'blue hat', 'shoe rack'], region=r.regions[0]))"
+	@echo "smoke run OK: $(SMOKE_DIR)"
+
 ABLATION_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
 ABLATION_DIR ?= logs/ablation/multiruns/$(ABLATION_STAMP)
 ablation: install  ## SEQ+MD ablation: tower x region mask multirun (CPU, < 30 min), then its table and plots
@@ -76,7 +94,7 @@ test: install  ## Fast test suite (what CI runs)
 test-ddp: install  ## Multirun x DDP regression tests (several processes, gloo on CPU, ~6 min)
 	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(PY) -m pytest -m "ddp" -q tests/integration/test_ddp_multirun.py $(ARGS)
 
-test-slow:  install ## Slow tests only (end-to-end training runs)
+test-slow: install  ## Slow tests only (end-to-end training runs)
 	WANDB_MODE=disabled $(PY) -m pytest -m "slow" -q $(ARGS)
 
 test-all: install  ## Every test

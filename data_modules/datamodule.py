@@ -158,11 +158,7 @@ class ListwiseDataModule(pl_light.LightningDataModule):
                 f"data.product_text_fields names column(s) {typos} absent from {self.source.name}"
             )
         fields = [c for c in self.product_text_fields if c in table.columns]
-        product = table.select(
-            pl.concat_str([pl.col(c).fill_null("") for c in fields], separator=" ; ")
-            .str.replace_all(r"( ; )+$", "")
-            .str.replace_all(r"( ; ){2,}", " ; ")
-        ).to_series()
+        product = table.select(product_text_expr(fields)).to_series()
         query = table.get_column("query")
         if self.region_in_query:
             query = table.select(pl.concat_str(["region", "query"], separator=" | ")).to_series()
@@ -397,6 +393,15 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         if self.drop_report is not None:
             parts.append(self.drop_report.summary())
         return "\n".join(parts)
+
+
+def product_text_expr(fields: Sequence[str]) -> pl.Expr:
+    """The product side of a pair: ``fields`` joined by " ; ", empty ones left out."""
+    return (
+        pl.concat_str([pl.col(c).fill_null("") for c in fields], separator=" ; ")
+        .str.replace_all(r"( ; )+$", "")
+        .str.replace_all(r"( ; ){2,}", " ; ")
+    )
 
 
 def _column_names(columns: Sequence[str] | None, key: str) -> list[str]:

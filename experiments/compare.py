@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", help="output directory (default: DIR)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the plots and table as a W&B run in the sweep's group (offline unless "
+        "WANDB_MODE is set)",
+    )
     args = parser.parse_args(argv)
     scorers = [s for s in args.scorers.split(",") if s]
     try:
@@ -33,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(paths["markdown"].read_text())
             print("written:", *[str(p) for p in paths.values()], sep="\n  ")
+            if args.wandb:
+                from callbacks.wandb_report import log_comparison
+
+                run_id = log_comparison(paths, args.dir, metric)
+                print(f"W&B run: {run_id}" if run_id else "W&B is disabled (WANDB_MODE)")
     except ShoprankError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

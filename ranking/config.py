@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -142,7 +144,14 @@ def _instantiate_group(group: DictConfig | None, key: str) -> list[Any]:
 
 
 # Overrides that say where a job writes, not what it runs: left out of run names.
-_NOT_IN_NAMES = ("paths.", "hydra.", "logger", "callbacks", "trainer.enable_progress_bar")
+_NOT_IN_NAMES = (
+    "paths.",
+    "hydra.",
+    "logger",
+    "callbacks",
+    "trainer.enable_progress_bar",
+    "ckpt_path",  # a resumed run keeps its name
+)
 
 
 def run_identity(cfg: DictConfig) -> dict[str, str]:
@@ -167,8 +176,37 @@ def run_identity(cfg: DictConfig) -> dict[str, str]:
     return {"name": name, "group": group}
 
 
+WANDB_RUN_FILE = "wandb_run.json"  # in the run dir: the W&B run id a resumed run continues
+
+
+def resumed_wandb_id(cfg: DictConfig) -> str | None:
+    """The W&B run id of the run this job resumes (``ckpt_path`` set, id kept in the run dir)."""
+    if cfg.get("ckpt_path") in (None, "", "null") or "paths" not in cfg:
+        return None
+    path = Path(str(cfg.paths.output_dir)) / WANDB_RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text())["id"]) or None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def wandb_offline(value: Any) -> bool:
+    """``logger.wandb.offline``: as set, or (null) offline unless ``$WANDB_MODE`` is set.
+
+    Lightning's ``WandbLogger(offline=True)`` forces offline mode whatever ``WANDB_MODE`` says,
+    so ``offline: null`` leaves the choice to ``WANDB_MODE`` (online, offline, disabled) and
+    stays offline when it is unset: nothing reaches the network unless asked for.
+    """
+    if value is None:
+        return "WANDB_MODE" not in os.environ
+    return bool(value)
+
+
 def _fill_wandb(logger_cfg: DictConfig | None, cfg: DictConfig, job_type: str) -> None:
-    """Give W&B loggers the job's name, group and job type unless the config sets them."""
+    """Complete W&B loggers: name, group, job type (unless set), offline, and the run id of a
+    resumed run (so that it continues its W&B run)."""
     if not logger_cfg:
         return
     identity = run_identity(cfg)
@@ -178,6 +216,15 @@ def _fill_wandb(logger_cfg: DictConfig | None, cfg: DictConfig, job_type: str) -
                 for key, value in (*identity.items(), ("job_type", job_type)):
                     if node.get(key) is None:
                         node[key] = value
+                node["offline"] = wandb_offline(node.get("offline"))
+                if node.get("id") is None and (run_id := resumed_wandb_id(cfg)):
+                    node["id"] = run_id
+
+
+def build_loggers(cfg: DictConfig, job_type: str = "train") -> list[Any]:
+    """The loggers of ``cfg.logger`` (W&B completed by :func:`_fill_wandb`)."""
+    _fill_wandb(cfg.get("logger"), cfg, job_type)
+    return _instantiate_group(cfg.get("logger"), "logger")
 
 
 def build_trainer(cfg: DictConfig, job_type: str = "train", **overrides: Any) -> Any:
@@ -189,8 +236,7 @@ def build_trainer(cfg: DictConfig, job_type: str = "train", **overrides: Any) ->
         from lightning.pytorch.callbacks import ProgressBar
 
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    _fill_wandb(cfg.get("logger"), cfg, job_type)
-    loggers = _instantiate_group(cfg.get("logger"), "logger")
+    loggers = build_loggers(cfg, job_type)
     precision, why = resolve_precision(
         cfg.trainer.get("precision", "32-true"), str(cfg.trainer.get("accelerator", "cpu"))
     )

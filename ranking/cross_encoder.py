@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -48,6 +50,7 @@ class CrossEncoder(nn.Module):
         self.tower = tower
         self.pooling = pooling
         self.bucket_tokens = bucket_tokens
+        self.uses_token_type_ids = accepts_token_type_ids(encoder)
 
     def _encode(
         self,
@@ -57,11 +60,13 @@ class CrossEncoder(nn.Module):
     ) -> torch.Tensor:
         """Pooled ``[n, H]`` of pairs trimmed to their longest real sequence."""
         seq_len = max(int(attention_mask.sum(-1).max()), 1)
-        hidden = self.encoder(
-            input_ids=input_ids[:, :seq_len],
-            attention_mask=attention_mask[:, :seq_len],
-            token_type_ids=None if token_type_ids is None else token_type_ids[:, :seq_len],
-        ).last_hidden_state
+        inputs = {
+            "input_ids": input_ids[:, :seq_len],
+            "attention_mask": attention_mask[:, :seq_len],
+        }
+        if self.uses_token_type_ids and token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids[:, :seq_len]
+        hidden = self.encoder(**inputs).last_hidden_state
         return pool(hidden, attention_mask[:, :seq_len], self.pooling)
 
     def encode(
@@ -103,7 +108,9 @@ class CrossEncoder(nn.Module):
         Args:
             input_ids: ``[N, T]`` token ids.
             attention_mask: ``[N, T]``, 1 for real tokens.
-            token_type_ids: ``[N, T]`` segment ids (0 query, 1 product).
+            token_type_ids: ``[N, T]`` segment ids (0 query, 1 product); ignored by encoders
+                without segment embeddings (RoBERTa, DistilBERT: see
+                :func:`accepts_token_type_ids`).
             region: ``[N]`` region id of each pair (model vocabulary).
             region_features: ``[N, F]`` raw region feature columns for the tower's region mask
                 (standardised there), or ``None``.
@@ -136,6 +143,18 @@ def length_chunks(sorted_lengths: list[int], max_tokens: int) -> list[slice]:
     if sorted_lengths:
         chunks.append(slice(start, len(sorted_lengths)))
     return chunks
+
+
+def accepts_token_type_ids(encoder: nn.Module) -> bool:
+    """Whether ``encoder`` takes segment ids, and has more than one segment embedding.
+
+    BERT and MiniLM do. DistilBERT's forward has no ``token_type_ids``; RoBERTa's takes them but
+    has one segment embedding (``type_vocab_size=1``), so segment id 1 would index past it.
+    """
+    if "token_type_ids" not in inspect.signature(encoder.forward).parameters:
+        return False
+    config = getattr(encoder, "config", None)
+    return int(getattr(config, "type_vocab_size", 2) or 0) >= 2
 
 
 def score_lists(

@@ -341,16 +341,34 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     (``cfg.student``, encoder ``cfg.encoder``, the teacher's tasks) -> fit -> test the best
     student, the teacher and a random ranking on the same test lists -> ``metrics.json``.
 
+    Logs to the configured loggers like ``train`` (W&B: named by the job's overrides, grouped
+    by sweep, job type ``distill``, the run closed on return).
+
     Returns:
         ``(metrics, objects)`` like :func:`ranking.pipeline.train`; ``metrics["test"]`` is the
         student's, ``metrics["teacher"]`` the teacher's.
     """
+    from callbacks.wandb_report import finish_wandb
+
+    try:
+        return _distill(cfg)
+    finally:
+        finish_wandb()
+
+
+def _distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     ckpt = _teacher_path(cfg)  # before the heavy imports: a missing checkpoint fails at once
     import lightning.pytorch as pl
     import polars
     from omegaconf import OmegaConf, open_dict
 
     from callbacks.resume import prepare_resume
+    from callbacks.wandb_report import (
+        log_resolved_config,
+        log_result_tables,
+        log_run_results,
+        record_run_id,
+    )
     from ranking.baselines import random_scorer
     from ranking.bi_encoder import StudentDataModule
     from ranking.config import build_datamodule, build_trainer, instantiate, plain
@@ -407,7 +425,9 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     student_data = StudentDataModule(
         datamodule, student.build_texts(datamodule), student.pad_token_id, cached.scores
     )
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, job_type="distill")
+    log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
+    record_run_id(trainer, output_dir)
     trainer.fit(student, datamodule=student_data, ckpt_path=ckpt_path)
 
     checkpoint = trainer.checkpoint_callback
@@ -425,8 +445,10 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "teacher_ckpt": str(ckpt),
         "teacher_scores": {"key": cached.key, "path": str(cached.path), "hit": cached.from_cache},
     }
+    best = {f"best/{cfg.monitor}": monitor_value}
     if not cfg.get("test_after_fit", True) or "test" not in datamodule.lists:
         write_json(output_dir / "metrics.json", extra)
+        log_run_results(trainer, output_dir, best)
         return extra, {"datamodule": datamodule, "module": student, "trainer": trainer}
 
     student.use_data_regions(datamodule.region_names)
@@ -474,12 +496,16 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         for name in ("teacher", "random")
     )
     write_per_query(per_query, output_dir / "per_query.parquet")
+    results = {"student": student_metrics, "teacher": teacher_metrics, "random": random_metrics}
     print_tables(
-        {"student": student_metrics, "teacher": teacher_metrics, "random": random_metrics},
+        results,
         "test",
         student.task_names,
         datamodule.region_names,
         [m for m in ("ndcg@10",) if m in metrics] or metrics[:1],
+    )
+    log_result_tables(
+        trainer, results, "test", student.task_names, datamodule.region_names, metrics
     )
     payload = {
         "split": "test",
@@ -494,4 +520,5 @@ def distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     write_json(output_dir / "metrics.json", payload)
     log.info("Metrics written to %s", output_dir / "metrics.json")
+    log_run_results(trainer, output_dir, best, per_query)
     return payload, {"datamodule": datamodule, "module": student, "trainer": trainer}

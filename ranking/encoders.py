@@ -24,7 +24,16 @@ from ranking.errors import ConfigError, EncoderLoadError
 
 SOURCES = ("random", "package", "path")
 POOLINGS = ("cls", "mean")
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+# Any one of these makes a tokenizer: a fast tokenizer's tokenizer.json, WordPiece's vocab.txt,
+# byte-level BPE's vocab.json (+ merges.txt: RoBERTa, GPT-2) or a SentencePiece model.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -48,6 +57,12 @@ def _check_dir(path: Path, need_weights: bool, key: str) -> None:
         missing.append("config.json")
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
         missing.append(" or ".join(_TOKENIZER_FILES))
+    elif (
+        (path / "vocab.json").is_file()
+        and not (path / "tokenizer.json").is_file()
+        and not (path / "merges.txt").is_file()
+    ):
+        missing.append("merges.txt (a BPE vocab.json needs its merges)")
     if need_weights and not any((path / name).is_file() for name in _WEIGHT_FILES):
         missing.append(" or ".join(_WEIGHT_FILES))
     if missing:

@@ -16,7 +16,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from callbacks.resume import prepare_resume
-from callbacks.wandb_report import finish_wandb, log_resolved_config, log_result_tables
+from callbacks.wandb_report import (
+    finish_wandb,
+    log_resolved_config,
+    log_result_tables,
+    log_run_results,
+    record_run_id,
+)
 from ranking.baselines import ScoreFn, random_scorer
 from ranking.config import build_datamodule, build_module, build_trainer, plain, task_list
 from ranking.encoders import load_tokenizer
@@ -25,6 +31,7 @@ from ranking.module import RankingModule
 from ranking.per_query import per_query_metrics, summarize, write_per_query
 from ranking.rankings import sample_rankings
 from ranking.report import print_tables, write_json
+from ranking.trec import cross_check, pair_frame, write_trec_files
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,31 @@ def _model_scorer(module: RankingModule) -> ScoreFn:
             return module(on_device).float().cpu()
 
     return score
+
+
+class _ScoreRecorder:
+    """A score function that also keeps the scores it returns, by pair row.
+
+    The per-query pass scores every test list once; recording it gives the TREC run files at no
+    extra cost (``rows [N]`` and ``scores [N, K]`` of the real items, in scoring order).
+    """
+
+    def __init__(self, score: ScoreFn) -> None:
+        self.score = score
+        self.rows: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+
+    def __call__(self, batch: dict[str, Any]) -> torch.Tensor:
+        scores = self.score(batch)
+        mask = batch["mask"].cpu()
+        self.rows.append(batch["rows"].cpu()[mask].numpy())
+        self.scores.append(scores[mask].float().numpy())
+        return scores
+
+    def result(self, num_tasks: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.rows:
+            return np.zeros(0, np.int64), np.zeros((0, num_tasks), np.float32)
+        return np.concatenate(self.rows), np.concatenate(self.scores)
 
 
 def _baseline_scorers(
@@ -114,8 +146,10 @@ def _test_and_report(
     if not trainer.is_global_zero:  # DDP: metrics above are synced; rank 0 alone reports
         return {"split": split, "test": model_metrics, **(extra or {})}
     metric_specs = list(module.hparams.metrics)
+    model_score = _model_scorer(module)
+    recorder = _ScoreRecorder(model_score)
     scorers = {
-        "model": (_model_scorer(module), 1),
+        "model": (recorder, 1),
         **_baseline_scorers(
             list(cfg.get("baselines") or []),
             datamodule,
@@ -149,7 +183,7 @@ def _test_and_report(
     print_tables(results, "test", module.task_names, datamodule.region_names, metrics_in_table)
     report = cfg.get("report") or {}
     rankings = sample_rankings(
-        scorers["model"][0],
+        model_score,
         datamodule,
         split,
         module.task_names,
@@ -167,6 +201,7 @@ def _test_and_report(
         metric_specs,
         rankings,
     )
+    trec = _write_trec(cfg, module, datamodule, recorder, output_dir, model_metrics, metric_specs)
     payload = {
         "split": split,
         "test": model_metrics,
@@ -174,11 +209,46 @@ def _test_and_report(
         "regions": datamodule.region_names,
         "tasks": module.task_names,
         "dropped": datamodule.drop_report.dropped if datamodule.drop_report else {},
+        **trec,
         **(extra or {}),
     }
     write_json(output_dir / "metrics.json", payload)
     log.info("Metrics written to %s", output_dir / "metrics.json")
+    log_run_results(trainer, output_dir, _best(extra), per_query)
     return payload
+
+
+def _best(extra: dict[str, Any] | None) -> dict[str, Any]:
+    """``{"best/<monitor>": value}`` for the W&B summary (empty without a monitor)."""
+    monitor = (extra or {}).get("monitor")
+    return {f"best/{monitor}": extra[monitor]} if monitor and monitor in extra else {}
+
+
+def _write_trec(
+    cfg: DictConfig,
+    module: RankingModule,
+    datamodule: Any,
+    recorder: _ScoreRecorder,
+    output_dir: Path,
+    model_metrics: dict[str, float],
+    metric_specs: list[str],
+) -> dict[str, Any]:
+    """``run.<task>.trec`` + ``qrels.<task>.txt`` of the scored test pairs; optional cross-check.
+
+    ``cfg.trec_files`` (default true) turns the files off; ``cfg.cross_check`` (default false)
+    evaluates them with ``ir_measures`` and records the agreement under ``cross_check``.
+    """
+    if not cfg.get("trec_files", True):
+        return {}
+    rows, scores = recorder.result(len(module.task_names))
+    frame = pair_frame(datamodule, rows, scores, module.task_names, module.task_names)
+    files = write_trec_files(output_dir, frame, module.task_names, module.task_names)
+    out: dict[str, Any] = {
+        "trec_files": {k: files[k] for k in ("runs", "qrels", "levels", "id_maps")}
+    }
+    if cfg.get("cross_check", False):
+        out["cross_check"] = cross_check(files, metric_specs, model_metrics)
+    return out
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -217,6 +287,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     module = build_module(cfg, datamodule.region_names, datamodule)
     trainer = build_trainer(cfg, job_type="train")
     log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
+    record_run_id(trainer, output_dir)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     checkpoint = trainer.checkpoint_callback
@@ -248,6 +319,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         )
     elif trainer.is_global_zero:
         write_json(output_dir / "metrics.json", extra)
+        log_run_results(trainer, output_dir, _best(extra))
     return metrics, {"datamodule": datamodule, "module": module, "trainer": trainer}
 
 
@@ -281,6 +353,7 @@ def _evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule.setup("test")
     trainer = build_trainer(cfg, job_type="evaluate")
     log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
+    record_run_id(trainer, output_dir)
     metrics = _test_and_report(
         trainer, module, datamodule, split, output_dir, cfg, extra={"checkpoint": str(ckpt)}
     )

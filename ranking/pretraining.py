@@ -51,7 +51,7 @@ from transformers import (
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from data_modules.schema import TEXT_COLUMNS
-from ranking.config import build_source, plain
+from ranking.config import build_loggers, build_source, plain
 from ranking.encoders import load_tokenizer, matching_attention_init, minilm_package_dir
 from ranking.errors import ConfigError, DataValidationError, EncoderLoadError
 from ranking.optim import adamw_with_warmup
@@ -539,6 +539,11 @@ def _tokenizer_for(
 def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Masked-LM pretraining of ``cfg.encoder`` on the corpus of ``cfg.data``.
 
+    Logs to ``csv/metrics.csv`` and to the ``logger`` group's loggers like ``train`` (W&B:
+    named by the job's overrides, grouped by sweep, job type ``pretrain``, the loss curve and
+    the final validation loss in the run, closed on return).
+
+
     Writes into ``cfg.paths.output_dir``: ``config.yaml``, ``csv/metrics.csv`` (loss per step,
     val loss per epoch), ``mlm_loss.png``, ``pretrain_metrics.json`` and the model directory
     ``pretrain.save_dir`` (default ``<output_dir>/encoder``).
@@ -548,6 +553,17 @@ def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         (``metrics["val/mlm_loss"]`` is the final validation loss, None without validation) and
         the module, tokenizer, trainer and validation loader (fixed masks).
     """
+    from callbacks.wandb_report import finish_wandb
+
+    try:
+        return _pretrain(cfg)
+    finally:
+        finish_wandb()
+
+
+def _pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    from callbacks.wandb_report import log_resolved_config, log_run_results, record_run_id
+
     started = time.perf_counter()
     opts = PretrainOptions.from_mapping(plain(cfg.pretrain))
     spec = plain(cfg.encoder)
@@ -601,7 +617,10 @@ def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         precision=opts.precision,
         max_epochs=opts.epochs,
         max_steps=opts.max_steps,
-        logger=CSVLogger(save_dir=str(output_dir), name="csv", version=""),
+        logger=[
+            CSVLogger(save_dir=str(output_dir), name="csv", version=""),
+            *build_loggers(cfg, job_type="pretrain"),
+        ],
         log_every_n_steps=1,
         enable_checkpointing=False,
         enable_progress_bar=opts.progress_bar,
@@ -614,6 +633,8 @@ def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         # would leave the loss accumulators as inference tensors that fit cannot update.
         inference_mode=False,
     )
+    log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
+    record_run_id(trainer, output_dir)
     initial_val = final_val = None
     if val_loader is not None:
         initial_val = float(trainer.validate(module, val_loader, verbose=False)[0]["val/mlm_loss"])
@@ -657,6 +678,12 @@ def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json(output_dir / "pretrain_metrics.json", metrics)
+    log_run_results(
+        trainer,
+        output_dir,
+        {"final/val/mlm_loss": final_val, "initial/val/mlm_loss": initial_val},
+        images={"mlm_loss": output_dir / "mlm_loss.png"},
+    )
     log.info(
         "Encoder saved to %s; fine-tune it with:\n  python -m experiments.train encoder=local "
         "encoder.path=%s",

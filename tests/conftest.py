@@ -18,9 +18,12 @@ CONF_DIR = REPO / "conf"
 SHARED = Path(os.environ.get("SHOPRANK_SHARED_DIR", REPO.parent / "shared"))
 
 
+REFERENCE_DIR = REPO / "tests" / "data" / "reference"
+
+
 def reference_dir() -> Path:
-    """``$SHOPRANK_REFERENCE_DIR``, else ``../shared/reference`` beside the repository."""
-    return Path(os.environ.get("SHOPRANK_REFERENCE_DIR", SHARED / "reference"))
+    """``$SHOPRANK_REFERENCE_DIR``, else ``tests/data/reference`` (in every clone)."""
+    return Path(os.environ.get("SHOPRANK_REFERENCE_DIR", REFERENCE_DIR))
 
 
 def load_reference(name: str) -> dict | None:

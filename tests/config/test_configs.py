@@ -27,6 +27,7 @@ GROUPS = [
     "logger",
     "callbacks",
     "experiment",
+    "debug",
 ]
 REGIONS = ["apac", "eu", "na"]
 
@@ -141,7 +142,7 @@ def test_option_composes_and_instantiates(make_cfg, tmp_path, group, option) -> 
         assert module.task_names == [t["name"] for t in tasks]
     if group == "loss":
         assert callable(build_loss(**plain(cfg.loss)))
-    if group in ("trainer", "logger", "callbacks"):
+    if group in ("trainer", "logger", "callbacks", "debug"):
         trainer = build_trainer(cfg)
         if option == "none" and group == "logger":
             assert trainer.loggers == []

@@ -50,9 +50,11 @@ def strategy(name: str) -> str:
     return f"++trainer.strategy={name}"
 
 
-def multirun(tmp_path: Path, *overrides: str) -> tuple[Path, subprocess.CompletedProcess]:
+def multirun(
+    tmp_path: Path, *overrides: str, wandb_mode: str = "disabled"
+) -> tuple[Path, subprocess.CompletedProcess]:
     """Run a sweep into ``tmp_path/logs``; return its one sweep dir (asserted) and the process."""
-    result = train(tmp_path, *overrides, multirun_flag=True)
+    result = train(tmp_path, *overrides, multirun_flag=True, wandb_mode=wandb_mode)
     train_logs = tmp_path / "logs" / "train"
     # Ranks >= 1 run in RUN mode inside the job dir: no run dir, no second sweep dir.
     assert not (train_logs / "runs").exists(), sorted((train_logs / "runs").iterdir())
@@ -62,21 +64,22 @@ def multirun(tmp_path: Path, *overrides: str) -> tuple[Path, subprocess.Complete
 
 
 def train(
-    tmp_path: Path, *overrides: str, multirun_flag: bool = False
+    tmp_path: Path, *overrides: str, multirun_flag: bool = False, wandb_mode: str = "disabled"
 ) -> subprocess.CompletedProcess:
     """``python -m experiments.train`` on tiny data into ``tmp_path``; asserts exit code 0."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
-        "WANDB_MODE": "disabled",
+        "WANDB_MODE": wandb_mode,
         launch.DEBUG_RANKS_ENV: "1",
     }
+    own_logger = any(o.startswith("logger=") for o in overrides)
     args = [
         sys.executable,
         "-m",
         "experiments.train",
         *(["--multirun"] if multirun_flag else []),
-        *FAST,
+        *(o for o in FAST if not (own_logger and o.startswith("logger="))),
         f"paths.log_dir={tmp_path / 'logs'}",
         f"paths.cache_dir={tmp_path / 'cache'}",
         *overrides,
@@ -174,6 +177,32 @@ def test_grid_multirun_with_ddp(tmp_path: Path) -> None:
     # Both jobs ran in the same rank-0 process: the second found no stale DDP state.
     assert len({r["pid"] for r in firsts}) == 1
     assert len({ranks(j)[1]["pid"] for j in jobs}) == 2
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_grid_multirun_with_ddp_logs_one_wandb_run_per_job(tmp_path: Path) -> None:
+    """DDP x multirun x W&B (offline): one run per job from rank 0, none from rank 1, each
+    named by its job and grouped by the sweep, with its results."""
+    sweep, _ = multirun(
+        tmp_path,
+        *DDP_CPU,
+        strategy("ddp"),
+        "logger=wandb",
+        "loss=listnet,approx_ndcg",
+        wandb_mode="offline",
+    )
+    jobs = job_dirs(sweep)
+    for job, loss in zip(jobs, ("listnet", "approx_ndcg"), strict=True):
+        runs = sorted((job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, runs  # rank 1 started no W&B run
+        debug = (runs[0] / "logs" / "debug.log").read_text()
+        # named by the job's overrides (its swept value last), grouped by the sweep
+        assert f",loss={loss}'" in debug and f"'group': 'train/{sweep.name}'" in debug
+        recorded = json.loads((job / "wandb_run.json").read_text())
+        assert runs[0].name.endswith(recorded["id"])
+        assert list((runs[0] / "files/media/table/test").glob("per_query_*.table.json"))
+    assert len({json.loads((j / "wandb_run.json").read_text())["id"] for j in jobs}) == 2
 
 
 @pytest.mark.ddp

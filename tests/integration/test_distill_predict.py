@@ -155,6 +155,11 @@ def test_predict_student_writes_trec_run_and_parquet_and_reuses_product_vectors(
 
     lines = _read_run(out / "run.trec")
     assert len(lines) == frame.height and all(len(fields) == 6 for fields in lines)
+    # Per task: a run file ordered by that task, and qrels since the data has labels.
+    for task in tasks:
+        assert len(_read_run(out / f"run.{task}.trec")) == frame.height
+        assert (out / f"qrels.{task}.txt").is_file()
+    assert _read_run(out / "run.purchase.trec") == lines
     assert {f[1] for f in lines} == {"Q0"} and {f[5] for f in lines} == {"shoprank"}
     by_query: dict[str, list[tuple[int, float, str]]] = {}
     for qid, _, docid, rank, score, _ in lines:
@@ -208,8 +213,43 @@ def test_predict_on_a_file_without_labels_ranks_every_candidate(runs) -> None:
     )
     summary, _objects = predict(cfg)
     assert summary["labels_filled"] == ["relevance", "click", "add_to_cart", "purchase"]
+    out = Path(cfg.paths.output_dir)
+    assert summary["trec_files"]["qrels"] == {}  # no labels, no qrels
+    assert (out / "run.click.trec").is_file() and not (out / "qrels.click.txt").exists()
     assert summary["pairs"] == table.height
     assert summary["queries"] == table.get_column("query_id").n_unique()
+
+
+def test_predict_on_real_style_ids_with_spaces_writes_valid_trec_files(runs) -> None:
+    """Home Depot / CrowdFlower: the query text is the query id, the title the product id."""
+    table = (
+        runs.objects["datamodule"]
+        .tables["test"]
+        .drop("__pair")
+        .with_columns(
+            pl.concat_str(["query", "query_id"], separator=" #").alias("query_id"),
+            pl.concat_str(["product_title", "product_id"], separator=" #").alias("product_id"),
+        )
+    )
+    path = runs.root / "spaced.parquet"
+    table.write_parquet(path)
+    cfg = compose_config(
+        "predict",
+        [f"ckpt_path={runs.teacher_ckpt}", "data=file", f"data.path={path}", "split=all"],
+        runs.root / "pred_spaced",
+    )
+    summary, _ = predict(cfg)
+    out = Path(cfg.paths.output_dir)
+    qids = pl.read_csv(out / "qids.tsv", separator="\t")
+    docids = pl.read_csv(out / "docids.tsv", separator="\t")
+    assert set(qids["query_id"]) == set(table["query_id"])
+    assert set(docids["product_id"]) == set(table["product_id"])
+    to_query = dict(zip(qids["qid"], qids["query_id"], strict=True))
+    for name in ("run.trec", "run.relevance.trec", "qrels.relevance.txt"):
+        lines = _read_run(out / name)
+        assert all(len(f) == (6 if name.startswith("run") else 4) for f in lines), name
+        assert {to_query[f[0]] for f in lines} <= set(table["query_id"])
+    assert len(_read_run(out / "run.trec")) == table.height == summary["pairs"]
 
 
 def test_write_trec_run_format_and_whitespace_errors(tmp_path) -> None:
@@ -225,9 +265,15 @@ def test_write_trec_run_format_and_whitespace_errors(tmp_path) -> None:
     assert path.read_text() == "q1 Q0 b 1 0.5 myrun\nq1 Q0 a 2 0.25 myrun\nq2 Q0 c 1 1 myrun\n"
     with pytest.raises(ConfigError, match="run_name must be one word"):
         write_trec_run(frame, tmp_path / "x.trec", "score_x", "my run")
+    # Ids with whitespace (real data: query text or title as id) are numbered and mapped back.
     spaced = frame.with_columns(pl.Series("product_id", ["b b", "a", "c"]))
-    with pytest.raises(Exception, match="column 'product_id' value 'b b' contains whitespace"):
-        write_trec_run(spaced, tmp_path / "x.trec", "score_x")
+    write_trec_run(spaced, tmp_path / "spaced" / "run.trec", "score_x")
+    assert (tmp_path / "spaced" / "run.trec").read_text() == (
+        "q1 Q0 d2 1 0.5 shoprank\nq1 Q0 d1 2 0.25 shoprank\nq2 Q0 d3 1 1 shoprank\n"
+    )
+    assert (tmp_path / "spaced" / "docids.tsv").read_text() == (
+        "docid\tproduct_id\nd1\ta\nd2\tb b\nd3\tc\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------- errors

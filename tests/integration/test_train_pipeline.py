@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +18,10 @@ from ranking.per_query import summarize
 from ranking.pipeline import evaluate, train
 from tests.conftest import REPO
 
+# The cross-check of the TREC files needs ir_measures (the `eval` and `dev` extras).
+HAS_IR_MEASURES = importlib.util.find_spec("ir_measures") is not None
+CROSS_CHECK = f"cross_check={str(HAS_IR_MEASURES).lower()}"
+
 
 def test_fast_dev_run_trains_and_tests(make_cfg) -> None:
     cfg = make_cfg("trainer.fast_dev_run=true", "callbacks=none", "logger=none")
@@ -29,6 +34,32 @@ def test_fast_dev_run_trains_and_tests(make_cfg) -> None:
     assert "test/purchase/ndcg@10" in metrics["baselines"]["random"]
     out = Path(cfg.paths.output_dir)
     assert (out / "config.yaml").is_file() and (out / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("debug", "check"),
+    [
+        ("fdr", lambda t: t.fast_dev_run == 1 and t.global_step == 1),
+        ("overfit", lambda t: t.overfit_batches == 3 and t.num_training_batches == 3),
+        ("profiler", lambda t: type(t.profiler).__name__ == "SimpleProfiler"),
+    ],
+)
+def test_debug_options_run(make_cfg, debug, check) -> None:
+    extra = ["trainer.max_epochs=1"] if debug == "overfit" else []
+    cfg = make_cfg(f"debug={debug}", *extra)
+    assert cfg.task_name == "debug" and cfg.trainer.detect_anomaly is True
+    metrics, objects = train(cfg)
+    assert check(objects["trainer"])
+    assert objects["trainer"].loggers == []  # debug runs log nowhere but the console
+    assert "test/purchase/ndcg@10" in metrics["test"]
+
+
+def test_accumulate_grad_batches_steps_once_per_n_batches(make_cfg) -> None:
+    cfg = make_cfg(
+        "trainer.accumulate_grad_batches=2", "trainer.limit_train_batches=4", "test_after_fit=false"
+    )
+    _, objects = train(cfg)
+    assert objects["trainer"].global_step == 2  # 4 batches, one optimiser step per 2
 
 
 def test_train_writes_checkpoint_metrics_and_evaluate_reproduces(make_cfg, tmp_path) -> None:
@@ -70,13 +101,24 @@ def test_train_writes_checkpoint_metrics_and_evaluate_reproduces(make_cfg, tmp_p
         torch.testing.assert_close(loaded(batch), objects["module"].eval()(batch))
 
     # evaluate on the same data and split gives the same test metrics.
-    eval_cfg = make_cfg(f"ckpt_path={ckpt}", *[o for o in _tiny_data()], config="eval", tiny=False)
+    eval_cfg = make_cfg(f"ckpt_path={ckpt}", *_tiny_data(), CROSS_CHECK, config="eval", tiny=False)
     eval_cfg.paths.output_dir = str(tmp_path / "eval")
     result, _ = evaluate(eval_cfg)
     assert result["test"]["test/purchase/ndcg@10"] == pytest.approx(
         metrics["test"]["test/purchase/ndcg@10"]
     )
     assert (tmp_path / "eval" / "metrics.json").is_file()
+    # run.<task>.trec + qrels.<task>.txt: ir_measures (trec_eval) gives our values.
+    for task in module.task_names:
+        assert (tmp_path / "eval" / f"run.{task}.trec").is_file()
+        assert (tmp_path / "eval" / f"qrels.{task}.txt").is_file()
+    if not HAS_IR_MEASURES:
+        pytest.skip("ir_measures is not installed: the cross-check was not run")
+    check = result["cross_check"]
+    assert check["agrees"], check
+    assert check["values"]["relevance"]["ndcg@10"]["ir_measures"] == pytest.approx(
+        result["test"]["test/relevance/ndcg@10"], abs=1e-6
+    )
 
 
 def _tiny_data() -> list[str]:
@@ -94,7 +136,16 @@ def test_evaluate_on_a_file_with_split_all(make_cfg, tmp_path) -> None:
     _, objects = train(cfg)
     ckpt = tmp_path / "model.ckpt"
     objects["trainer"].save_checkpoint(ckpt)
-    table = objects["datamodule"].tables["test"].drop("__pair")
+    # Real-data ids: the query text as query id, the title as product id (both with spaces).
+    table = (
+        objects["datamodule"]
+        .tables["test"]
+        .drop("__pair")
+        .with_columns(
+            pl.concat_str(["query", "query_id"], separator=" #").alias("query_id"),
+            pl.concat_str(["product_title", "product_id"], separator=" #").alias("product_id"),
+        )
+    )
     path = tmp_path / "test.parquet"
     table.write_parquet(path)
     eval_cfg = make_cfg(
@@ -103,6 +154,7 @@ def test_evaluate_on_a_file_with_split_all(make_cfg, tmp_path) -> None:
         f"data.path={path}",
         "split=all",
         "trainer.enable_progress_bar=false",
+        CROSS_CHECK,
         config="eval",
         tiny=False,
     )
@@ -111,6 +163,17 @@ def test_evaluate_on_a_file_with_split_all(make_cfg, tmp_path) -> None:
         result["test"]["test/purchase/lists"]
         == table.filter(pl.col("purchase") > 0).get_column("query_id").n_unique()
     )
+    # Valid TREC files all the same: numbered ids, maps back to the originals.
+    out = Path(eval_cfg.paths.output_dir)
+    lines = (out / "run.purchase.trec").read_text().splitlines()
+    assert len(lines) == table.height and all(len(line.split(" ")) == 6 for line in lines)
+    qids = pl.read_csv(out / "qids.tsv", separator="\t")
+    assert set(qids["query_id"]) == set(table["query_id"])
+    assert set(pl.read_csv(out / "docids.tsv", separator="\t")["product_id"]) == set(
+        table["product_id"]
+    )
+    if "cross_check" in result:
+        assert result["cross_check"]["agrees"], result["cross_check"]
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

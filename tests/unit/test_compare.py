@@ -121,3 +121,27 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
         compare(tmp_path, baseline="tower=mmoe")
     assert compare_main([str(tmp_path), "--metric", "mrr@10"]) == 2
     assert "has no metric 'mrr@10'" in capsys.readouterr().err
+
+
+def test_compare_plots_land_in_a_wandb_run_of_the_sweep_group(sweep: Path, monkeypatch) -> None:
+    """``experiments.compare DIR --wandb``: an offline run (job type compare) with the plots."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for job in ("0", "1", "10"):
+        (sweep / job / "config.yaml").write_text(yaml.safe_dump({"seed": 42, "task_name": "train"}))
+    import wandb
+
+    calls = []
+    real_init = wandb.init
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    assert compare_main([str(sweep), "--resamples", "50", "--wandb"]) == 0
+    assert calls[0]["group"] == f"train/{sweep.name}" and calls[0]["job_type"] == "compare"
+    (run,) = (sweep / "wandb").glob("offline-run-*")
+    images = sorted(p.name for p in (run / "files" / "media" / "images" / "compare").glob("*.png"))
+    assert any(name.startswith("compare_ndcg_at_10_") for name in images), images
+    assert list((run / "files" / "media" / "table" / "compare").glob("ndcg@10_*.table.json"))

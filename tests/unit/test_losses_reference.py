@@ -1,7 +1,7 @@
 """Every loss against allRank 1.4.3's values and gradients (``allrank_losses.json``).
 
-The reference folder is ``../shared/reference`` beside the repository root, or
-``$SHOPRANK_REFERENCE_DIR``. Without the file every test here is skipped with the reason.
+The reference folder is ``tests/data/reference`` in the repository, or
+``$SHOPRANK_REFERENCE_DIR``. Without the file every test here fails with the reason.
 
 Errors: value ``|v - ref| / |ref|``; gradient ``max|g - ref| / max|ref|`` (relative to the
 gradient's scale, since single entries may be 0). Bounds: 1e-6 in float64, 1e-4 for NeuralNDCG
@@ -57,7 +57,7 @@ def _params() -> list[Any]:
 
 def test_reference_file_has_every_loss() -> None:
     if DATA is None:
-        pytest.skip(SKIP_REASON)
+        pytest.fail(SKIP_REASON)
     keys = {key for case in DATA["cases"] for key in case["losses"]}
     assert {_loss_name(key) for key in keys} == set(KEY_TO_LOSS.values())
 
@@ -65,7 +65,7 @@ def test_reference_file_has_every_loss() -> None:
 @pytest.mark.parametrize(("case_index", "key"), _params())
 def test_matches_allrank(case_index: int | None, key: str | None) -> None:
     if DATA is None or case_index is None or key is None:
-        pytest.skip(SKIP_REASON)
+        pytest.fail(SKIP_REASON)
     case = DATA["cases"][case_index]
     ref = case["losses"][key]
     dtype = torch.float64 if ref["dtype"] == "float64" else torch.float32
