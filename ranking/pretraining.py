@@ -52,10 +52,16 @@ from transformers import (
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from data_modules.schema import TEXT_COLUMNS
-from ranking.config import build_source, plain
-from ranking.encoders import load_tokenizer, matching_attention_init, minilm_package_dir
+from ranking.config import build_source, check_config_values, plain
+from ranking.encoders import (
+    check_max_length,
+    load_tokenizer,
+    matching_attention_init,
+    minilm_package_dir,
+)
 from ranking.errors import ConfigError, DataValidationError, EncoderLoadError
 from ranking.report import write_json
+from ranking.run_dir import guard_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -561,9 +567,12 @@ def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         the module, tokenizer, trainer and validation loader (fixed masks).
     """
     started = time.perf_counter()
+    check_config_values(cfg)
     opts = PretrainOptions.from_mapping(plain(cfg.pretrain))
     spec = plain(cfg.encoder)
     output_dir = Path(cfg.paths.output_dir)
+    guard_output_dir(output_dir, resumable=False)
+    check_max_length(opts.max_length, spec, "pretrain.max_length")
     save_dir = _prepare_save_dir(opts, output_dir)
     if opts.train_tokenizer and spec.get("source") != "random":
         _tokenizer_for(spec, opts, [])  # fail before loading any data
