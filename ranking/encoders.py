@@ -11,6 +11,7 @@ rebuild it without Hydra:
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,21 @@ def load_encoder_model(spec: Mapping[str, Any], vocab_size: int) -> nn.Module:
     path = _model_dir(spec)
     _check_dir(path, need_weights=True, key=f"encoder ({source})")
     config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    model = AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
+    try:
+        model = AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
+    except pickle.UnpicklingError:  # transformers reads *.bin weights with weights_only=True
+        raise unsafe_weights(path, f"encoder ({source})") from None
     # from_pretrained returns eval mode and Lightning keeps a module's mode: fine-tuning would
     # silently run without the checkpoint's dropout.
     return model.train()
+
+
+def unsafe_weights(path: Path, key: str) -> EncoderLoadError:
+    """The error for a weights file whose pickle names more than tensors (refused, not run)."""
+    return EncoderLoadError(
+        f"{key}: refused the weights in {path}: their pickle names Python objects beyond "
+        "tensors, which could run code; use a directory with model.safetensors"
+    )
 
 
 def position_limit(spec: Mapping[str, Any]) -> int:

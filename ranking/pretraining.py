@@ -24,6 +24,7 @@ bar, per-step CSV logging, gradient clipping, the LR schedule per step and GPU/b
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -58,6 +59,7 @@ from ranking.encoders import (
     load_tokenizer,
     matching_attention_init,
     minilm_package_dir,
+    unsafe_weights,
 )
 from ranking.errors import ConfigError, DataValidationError, EncoderLoadError
 from ranking.report import write_json
@@ -345,6 +347,8 @@ def build_mlm_model(
         raise EncoderLoadError(
             f"encoder ({source}): {path} cannot be loaded as a masked-LM model: {err}"
         ) from err
+    except pickle.UnpicklingError:  # *.bin weights are read with weights_only=True
+        raise unsafe_weights(path, f"encoder ({source})") from None
     if info.get("missing_keys"):
         log.info(
             "%s has no masked-LM head (%d tensors missing): the head starts randomly initialised",
@@ -577,7 +581,7 @@ def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if opts.train_tokenizer and spec.get("source") != "random":
         _tokenizer_for(spec, opts, [])  # fail before loading any data
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    config_text = OmegaConf.to_yaml(cfg, resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
 
     source = build_source(cfg)
@@ -586,6 +590,8 @@ def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     tokenizer = _tokenizer_for(spec, opts, train_texts)
     train_features = tokenize_texts(tokenizer, train_texts, opts.max_length, opts.whole_word_mask)
     val_features = tokenize_texts(tokenizer, val_texts, opts.max_length, opts.whole_word_mask)
+    # Written once the data passed its checks: a stopped run leaves no run behind it.
+    (output_dir / "config.yaml").write_text(config_text)
     lengths = [sum(f["attention_mask"]) for f in train_features]
     log.info(
         "Corpus (%s): %d texts (%d products, %d queries), %d train / %d val, %d train tokens",

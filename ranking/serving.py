@@ -580,7 +580,6 @@ def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg.data.eval_max_list_size = None  # rank every candidate
         # The cross-encoder reads pairs at its training length; a student reads its own tokens.
         cfg.data.max_length = int(module.hparams.encoder.get("max_length", 64))
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     datamodule = build_datamodule(cfg, load_tokenizer(module.hparams.encoder), module.label_columns)
     datamodule.source = LabelsOptional(datamodule.source, module.label_columns)
     if cfg.split != "all":  # the model's own split: split=test ranks its test queries only
@@ -590,6 +589,8 @@ def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ConfigError(
             f"split: the data has no '{split}' split (data.splits: {datamodule.splits})"
         )
+    # Written once the data passed its checks: a stopped call leaves no run behind it.
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     device = cfg.get("device", "cpu")
     summary: dict[str, Any] = {

@@ -281,7 +281,6 @@ def test_evaluate_with_another_seed_scores_the_runs_own_test_queries(run, tmp_pa
     assert saved["lists_from_training_split"] == 0
 
 
-@pytest.mark.slow
 def test_distill_with_another_seed_keeps_the_teachers_split(run, tmp_path) -> None:
     result = run_cli(
         "distill",
