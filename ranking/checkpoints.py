@@ -50,15 +50,15 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0].split(". ")[0][:160] if text else ""
 
 
-def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+def read_checkpoint(path: str | Path, key: str = "ckpt_path", mmap: bool = True) -> dict[str, Any]:
     """The content of a checkpoint file, loaded safely (``weights_only=True``).
-
-    Zip checkpoints (what ``torch.save`` and Lightning write) are memory-mapped, so checking a
-    large file costs little memory.
 
     Args:
         path: The file.
         key: Config key quoted in errors (``ckpt_path``, ``teacher_ckpt``, ``--student``).
+        mmap: Memory-map zip checkpoints (what ``torch.save`` and Lightning write), so checking
+            a large file before any work costs little memory; ``False`` reads it as Lightning
+            does (for training state that is then updated in place).
 
     Returns:
         The loaded dict.
@@ -76,7 +76,7 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
-            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
     except Exception as err:  # any failure to parse a user's file is one line
         found = _UNSUPPORTED.search(str(err))
         if isinstance(err, pickle.UnpicklingError) and found:
@@ -209,5 +209,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if not get_filesystem(path).exists(path):
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
         if _is_local(path):
-            return read_checkpoint(str(path).removeprefix("file://"), "ckpt_path")
+            return read_checkpoint(str(path).removeprefix("file://"), "ckpt_path", mmap=False)
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
