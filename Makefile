@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-finetune bench-framework bench-memory reproduce reproduce-quick smoke export
+.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-finetune bench-framework bench-memory reproduce reproduce-quick smoke export check-inputs
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
@@ -93,6 +93,9 @@ test: install  ## Fast test suite (what CI runs)
 
 test-ddp: install  ## Multirun x DDP regression tests (several processes, gloo on CPU, ~6 min)
 	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(PY) -m pytest -m "ddp" -q tests/integration/test_ddp_multirun.py $(ARGS)
+
+check-inputs: install  ## Bad input end to end: hostile checkpoints, reused run dirs, kills mid-save, bad data/config (< 5 min)
+	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/integration/test_bad_inputs.py tests/integration/test_checkpoint_io.py $(ARGS)
 
 test-slow: install  ## Slow tests only (end-to-end training runs)
 	WANDB_MODE=disabled $(PY) -m pytest -m "slow" -q $(ARGS)

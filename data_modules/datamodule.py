@@ -22,7 +22,12 @@ from data_modules.listwise import (
 )
 from data_modules.schema import TEXT_COLUMNS
 from data_modules.sources import FileSource, SyntheticSource, TableSource
-from data_modules.splits import split_by_query, split_predefined
+from data_modules.splits import (
+    apply_stored_split,
+    split_by_query,
+    split_predefined,
+    split_record,
+)
 from data_modules.tokenization import TokenizedPairs, tokenize_pairs
 from data_modules.validation import DropReport, validate_table
 from ranking.errors import ConfigError, DataValidationError
@@ -109,8 +114,13 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         for name, value in (("data.batch_size", batch_size), ("data.max_length", max_length)):
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
-        if max_list_size is not None and max_list_size < 2:
-            raise ConfigError(f"data.max_list_size must be >= 2 or null, got {max_list_size}")
+        for name, value in (
+            ("data.max_list_size", max_list_size),
+            ("data.eval_max_list_size", eval_max_list_size),
+        ):
+            # A list of one item is always ranked perfectly: NDCG 1.0 whatever the model.
+            if value is not None and value < 2:
+                raise ConfigError(f"{name} must be >= 2 or null (whole lists), got {value}")
         self.source = source
         self.tokenizer = tokenizer
         self.label_columns = list(label_columns or [])
@@ -144,6 +154,10 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         self.region_features: np.ndarray | None = None
         self.lists: dict[str, QueryLists] = {}
         self.tables: dict[str, pl.DataFrame] = {}
+        # The split of a trained model (ranking.checkpoints / data_modules.splits.split_record):
+        # when set, lists it knows keep their split whatever data.seed and data.splits say.
+        self.stored_split: dict[str, Any] | None = None
+        self.stored_split_origin = ""
         self.drop_report: DropReport | None = None
         # Raw (query, product) text of every pair row, for text baselines such as BM25.
         self.pair_texts: pl.DataFrame | None = None
@@ -209,7 +223,36 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         log.info("%s: simulated engagement with %r", self.source.name, simulator)
         return simulator.apply(table, self.source.name)
 
+    def use_split(self, record: Mapping[str, Any] | None, origin: str) -> None:
+        """Keep the split a model was trained with (call before :meth:`setup`).
+
+        Args:
+            record: The model's :func:`~data_modules.splits.split_record` (``None``: the model
+                stores none, and the data is split by the config with a warning).
+            origin: Where it comes from (the checkpoint), for the log.
+        """
+        if record is None:
+            log.warning(
+                "%s stores no data split (written before shoprank kept splits): the data is "
+                "split by data.seed and data.splits, which must be the training run's",
+                origin,
+            )
+        self.stored_split = None if record is None else dict(record)
+        self.stored_split_origin = origin
+
+    def split_record(self) -> dict[str, Any]:
+        """The split of this data (after :meth:`setup`), to store with a model trained on it."""
+        return split_record(self.tables, self.split_key)
+
     def _split(self, table: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        tables = self._configured_split(table)
+        if self.stored_split is None:
+            return tables
+        return apply_stored_split(
+            tables, self.stored_split, self.stored_split_origin, self.source.name
+        )
+
+    def _configured_split(self, table: pl.DataFrame) -> dict[str, pl.DataFrame]:
         if self.split_column is None:
             return split_by_query(table, self.splits, self.seed, self.split_key)
         train, val = self.splits.get("train", 0.0), self.splits.get("val", 0.0)

@@ -14,7 +14,7 @@ product_brand        Utf8     no         brand ("" when absent)
 product_color        Utf8     no         colour ("" when absent)
 region               Utf8     yes        market / distribution the impression comes from
 position             Int64    no         1-based display position under the logging policy
-relevance            Float64  no         graded relevance (>= 0)
+relevance            Float64  no         graded relevance (0 .. MAX_RELEVANCE = 31)
 click                Int64    no         1 if clicked, else 0
 add_to_cart          Int64    no         1 if added to cart, else 0 (implies click)
 purchase             Int64    no         1 if purchased, else 0 (implies add_to_cart)
@@ -38,3 +38,8 @@ TEXT_COLUMNS: tuple[str, ...] = ("product_description", "product_brand", "produc
 ENGAGEMENT_LABELS: tuple[str, ...] = ("click", "add_to_cart", "purchase")
 LABEL_COLUMNS: tuple[str, ...] = ("relevance", *ENGAGEMENT_LABELS)
 POSITION_COLUMN = "position"
+# Largest graded relevance accepted. Metrics and several losses use the gain 2^y - 1: in float32
+# it is exact up to y = 24, coarse beyond and infinite from y = 128, where NDCG becomes NaN. Real
+# scales are grades 0..4 or gains in [0, 1]; a value above this is almost surely another column
+# (a count, a price) mapped onto relevance by mistake.
+MAX_RELEVANCE = 31.0

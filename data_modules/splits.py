@@ -7,8 +7,11 @@ validation out of its train part.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -133,4 +136,135 @@ def split_predefined(
         .alias("__split")
     )
     out = {name: tagged.filter(pl.col("__split") == name).drop("__split") for name in SPLIT_NAMES}
+    return {name: table for name, table in out.items() if table.height}
+
+
+# ------------------------------------------------------------------------ the split of a run
+SPLIT_FILE = "split.parquet"  # query_id, split: written into every training run's directory
+
+
+def split_record(tables: Mapping[str, pl.DataFrame], key: str) -> dict[str, Any]:
+    """The split a run trained with, to keep in its checkpoint and run directory.
+
+    Returns:
+        ``{"key": key, "query_ids": {split: sorted query_ids}, "sha256": hex}``: plain
+        containers (a ``weights_only`` checkpoint can hold them); ``sha256`` is over the sorted
+        ``split<TAB>query_id`` lines, a short name for the split.
+    """
+    query_ids = {
+        name: sorted(table.get_column("query_id").cast(pl.Utf8).unique().to_list())
+        for name, table in tables.items()
+    }
+    digest = hashlib.sha256()
+    for name in sorted(query_ids):
+        for query_id in query_ids[name]:
+            digest.update(f"{name}\t{query_id}\n".encode())
+    return {"key": key, "query_ids": query_ids, "sha256": digest.hexdigest()}
+
+
+def write_split(record: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a :func:`split_record` as parquet ``query_id, split`` (atomically)."""
+    path = Path(path)
+    frame = pl.DataFrame(
+        {
+            "query_id": [q for ids in record["query_ids"].values() for q in ids],
+            "split": [n for n, ids in record["query_ids"].items() for _ in ids],
+        },
+        schema={"query_id": pl.Utf8, "split": pl.Utf8},
+    )
+    temp = path.with_name(f".{path.name}.saving")
+    frame.write_parquet(temp)
+    temp.replace(path)
+    return path
+
+
+def apply_stored_split(
+    tables: Mapping[str, pl.DataFrame],
+    record: Mapping[str, Any],
+    origin: str,
+    source: str = "data",
+) -> dict[str, pl.DataFrame]:
+    """Put every list the stored split knows back into the split it had in training.
+
+    ``tables`` is the split the config gives (by ``data.seed`` and ``data.splits``). A row whose
+    ``query_id``, or whose ``record["key"]`` value (the query text), belongs to a stored split
+    goes to that split; rows new to the stored split keep the configured assignment. So a
+    different seed, other fractions or other data never move a training query into test.
+
+    Args:
+        tables: ``{split: rows}`` as configured; rows carry ``__pair`` (their table order).
+        record: A :func:`split_record` (from a checkpoint).
+        origin: Where the record comes from (quoted in the log and in errors).
+        source: The data's name, quoted in errors.
+
+    Returns:
+        ``{split: rows}`` in the original row order; splits without rows are left out.
+
+    Raises:
+        ConfigError: The stored split's key column is not in the data, or one of its values (a
+            query text) belongs to two stored splits (the data changed its query texts).
+    """
+    key = str(record.get("key", "query"))
+    stored = record.get("query_ids") or {}
+    tagged = pl.concat(
+        [t.with_columns(pl.lit(name).alias("__split")) for name, t in tables.items()],
+        how="diagonal_relaxed",
+    ).sort("__pair")
+    if key not in tagged.columns:
+        raise ConfigError(
+            f"the split stored in {origin} keeps '{key}' values together, and {source} has no "
+            f"column '{key}'"
+        )
+    known = pl.DataFrame(
+        {
+            "query_id": [q for ids in stored.values() for q in ids],
+            "__stored": [n for n, ids in stored.items() for _ in ids],
+        },
+        schema={"query_id": pl.Utf8, "__stored": pl.Utf8},
+    )
+    tagged = tagged.join(known, on="query_id", how="left", maintain_order="left")
+    per_key = (
+        tagged.filter(pl.col("__stored").is_not_null())
+        .group_by(key)
+        .agg(pl.col("__stored").unique().alias("__kept"))
+    )
+    conflict = per_key.filter(pl.col("__kept").list.len() > 1)
+    if conflict.height:
+        value = conflict.get_column(key)[0]
+        splits = sorted(conflict.get_column("__kept")[0].to_list())
+        raise ConfigError(
+            f"{source}: {key} {value!r} belongs to the {' and '.join(splits)} splits stored in "
+            f"{origin} ({conflict.height} such values); the data is not the one the model was "
+            "trained on: evaluate it with split=all"
+        )
+    tagged = tagged.join(
+        per_key.with_columns(pl.col("__kept").list.first()), on=key, how="left"
+    ).with_columns(pl.coalesce("__kept", "__split").alias("__final"))
+    lists = tagged.group_by("query_id").agg(
+        pl.col("__kept").is_not_null().any().alias("stored"),
+        (pl.col("__final") != pl.col("__split")).any().alias("moved"),
+    )
+    n_stored, n_moved = int(lists["stored"].sum()), int(lists["moved"].sum())
+    log.info(
+        "%s: %d of %d lists follow the split stored in %s; %d new to it keep the configured split",
+        source,
+        n_stored,
+        lists.height,
+        origin,
+        lists.height - n_stored,
+    )
+    if n_moved:
+        log.warning(
+            "%s: the configured split (data.seed, data.splits) would have put %d lists in "
+            "another split than the model's training run did; the stored split is used, so no "
+            "query the model trained on is scored as unseen",
+            source,
+            n_moved,
+        )
+    out = {
+        name: tagged.filter(pl.col("__final") == name).drop(
+            "__split", "__stored", "__kept", "__final"
+        )
+        for name in SPLIT_NAMES
+    }
     return {name: table for name, table in out.items() if table.height}

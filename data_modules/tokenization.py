@@ -3,7 +3,9 @@
 The cache key is ``sha256(tokenizer definition, max_length, the pair texts)``, so a change of
 tokenizer, length or data builds a new entry and an unchanged run reuses the old one. Token ids are
 stored ragged (flat ids + offsets) as ``.npy`` files and memory-mapped on load, so a large corpus is
-not held in RAM and every DDP rank reads the same files.
+not held in RAM and every DDP rank reads the same files. Each entry's ``manifest.json`` records the
+size and sha256 of its files; a cache hit checks them, and a truncated or corrupted entry is
+rebuilt (with a warning) instead of feeding wrong tokens to the model.
 
 Tokenising many pairs (more than :data:`PROGRESS_MIN_PAIRS`) shows a rich progress bar on stderr
 when stderr is a terminal; ``SHOPRANK_PROGRESS=1`` (or ``progress=True``) forces it, e.g. in a log
@@ -31,7 +33,10 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
-_FORMAT_VERSION = 1
+# 2: entries carry a MANIFEST with each file's size and sha256, checked on every cache hit.
+_FORMAT_VERSION = 2
+_FILES = ("ids.npy", "type_ids.npy", "offsets.npy")
+MANIFEST = "manifest.json"
 _CHUNK = 4096
 PROGRESS_MIN_PAIRS = 20_000  # fewer pairs tokenise in about a second: no bar
 PROGRESS_ENV = "SHOPRANK_PROGRESS"
@@ -180,7 +185,11 @@ def tokenize_pairs(
         return TokenizedPairs(ids, types, offsets, key, from_cache=False)
 
     entry = Path(cache_dir) / "tokens" / key
-    if not (entry / "offsets.npy").is_file():
+    problem = check_cache_entry(entry, _FILES) if entry.exists() else None
+    if problem is not None:
+        log.warning("Token cache entry %s is damaged (%s): rebuilding it", entry, problem)
+        _discard(entry)
+    if not (entry / MANIFEST).is_file():
         log.info("Tokenising %d pairs (cache entry %s)", len(queries), entry)
         ids, types, offsets = _tokenize(tokenizer, max_length, queries, products, progress)
         entry.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +198,8 @@ def tokenize_pairs(
         staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=entry.parent))
         np.save(staging / "ids.npy", ids)
         np.save(staging / "type_ids.npy", types)
-        np.save(staging / "offsets.npy", offsets)  # written last: its presence marks completion
+        np.save(staging / "offsets.npy", offsets)
+        write_manifest(staging, _FILES)  # last: its presence marks a complete entry
         try:
             os.rename(staging, entry)
         except OSError:  # another process won the race; its entry is identical
@@ -205,3 +215,54 @@ def tokenize_pairs(
         key=key,
         from_cache=from_cache,
     )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path, files: Sequence[str]) -> None:
+    """Write ``MANIFEST`` (``{file: {bytes, sha256}}``) of ``files`` in ``directory``."""
+    manifest = {
+        name: {"bytes": (directory / name).stat().st_size, "sha256": _sha256(directory / name)}
+        for name in files
+    }
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def check_cache_entry(directory: Path, files: Sequence[str]) -> str | None:
+    """What is wrong with a cache entry against its ``MANIFEST``, or ``None`` if it is whole.
+
+    Every file must exist with the recorded size (a truncated copy) and sha256 (bytes changed
+    on disk). Hashing reads the files once (about 1 s per GB).
+    """
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError) as err:
+        return f"{MANIFEST} unreadable: {err}"
+    for name in files:
+        path, expected = directory / name, manifest.get(name)
+        if expected is None:
+            return f"{name} not in {MANIFEST}"
+        if not path.is_file():
+            return f"{name} missing"
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            return f"{name} has {size} bytes, {expected['bytes']} expected"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} checksum differs"
+    return None
+
+
+def _discard(entry: Path) -> None:
+    """Move a damaged entry aside (atomically) and delete it; another process may race us."""
+    aside = entry.with_name(f".{entry.name}.damaged-{os.getpid()}")
+    try:
+        entry.rename(aside)
+    except OSError:
+        return  # already moved by another process
+    shutil.rmtree(aside, ignore_errors=True)

@@ -12,8 +12,19 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from data_modules.schema import ENGAGEMENT_LABELS, KEY_COLUMNS, POSITION_COLUMN, TEXT_COLUMNS
+from data_modules.schema import (
+    ENGAGEMENT_LABELS,
+    KEY_COLUMNS,
+    MAX_RELEVANCE,
+    POSITION_COLUMN,
+    TEXT_COLUMNS,
+)
 from ranking.errors import DataValidationError
+
+# A text is blank when nothing but whitespace and invisible format characters (Unicode category
+# Cf: zero-width space U+200B, joiners U+200C/U+200D, word joiner U+2060, BOM U+FEFF, soft
+# hyphen U+00AD...) is left: a tokenizer drops them all, and the model would read nothing.
+BLANK = r"^[\s\p{Cf}]*$"
 
 
 @dataclass
@@ -105,19 +116,23 @@ def validate_table(
         nulls = pl.col(column).is_null()
         if (count := df.select(nulls.sum()).item()) > 0:
             raise _fail(source, column, "missing values", _first_rows(df, nulls), count)
-    for column in ("query", "product_title"):
-        empty = pl.col(column).str.strip_chars() == ""
-        if (count := df.select(empty.sum()).item()) > 0:
-            raise _fail(source, column, "empty texts", _first_rows(df, empty), count)
+    for column in KEY_COLUMNS:
+        blank = pl.col(column).str.contains(BLANK)
+        if (count := df.select(blank.sum()).item()) > 0:
+            what = "empty texts" if column in ("query", "product_title") else "empty values"
+            error = _fail(source, column, what, _first_rows(df, blank), count)
+            raise DataValidationError(
+                f"{error}; a value of only spaces or zero-width characters is empty"
+            )
     for column in label_columns:
         bad = pl.col(column).is_null() | pl.col(column).is_nan()
         if (count := df.select(bad.sum()).item()) > 0:
             raise _fail(source, column, "missing or NaN labels", _first_rows(df, bad), count)
-        bad = pl.col(column).is_infinite() | (pl.col(column) < 0)
+        bad = pl.col(column).is_infinite() | (pl.col(column) < 0) | (pl.col(column) > MAX_RELEVANCE)
         if column in ENGAGEMENT_LABELS:
             bad = ~pl.col(column).is_in([0.0, 1.0])
         if (count := df.select(bad.sum()).item()) > 0:
-            allowed = "0 or 1" if column in ENGAGEMENT_LABELS else "finite and >= 0"
+            allowed = "0 or 1" if column in ENGAGEMENT_LABELS else f"0 .. {MAX_RELEVANCE:g}"
             raise _fail(
                 source,
                 column,

@@ -572,6 +572,9 @@ class BiEncoderModule(ListwiseRanker):
         out["loss"] = self.alpha * out["distill_loss"] + (1.0 - self.alpha) * out["gt_loss"]
         return out
 
+    def train_metric_names(self) -> list[str]:
+        return student_train_metric_names(self.alpha)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.compute_loss(self(batch), batch)
         size = batch["mask"].shape[0]
@@ -581,6 +584,11 @@ class BiEncoderModule(ListwiseRanker):
             batch_size=size,
         )
         return losses["loss"]
+
+
+def student_train_metric_names(alpha: float) -> list[str]:
+    """The names :meth:`BiEncoderModule.training_step` logs for a distillation weight ``alpha``."""
+    return ["train/loss", "train/gt_loss", *(["train/distill_loss"] if alpha > 0 else [])]
 
 
 def is_bi_encoder_hparams(hparams: Mapping[str, Any]) -> bool:
@@ -602,5 +610,6 @@ __all__ = [
     "is_bi_encoder_hparams",
     "pair_table",
     "score_batch",
+    "student_train_metric_names",
     "tokenize_texts",
 ]

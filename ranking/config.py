@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from ranking.errors import ConfigError, ShoprankError
 from ranking.precision import resolve_precision
@@ -48,13 +49,78 @@ def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
 
 
 def task_list(cfg: DictConfig) -> list[dict[str, Any]]:
-    """The active tasks ``[{name, label, weight, loss?}]`` in ``tasks.order``."""
-    order = list(cfg.tasks.order)
+    """The active tasks ``[{name, label, weight, loss?}]`` in ``tasks.order``.
+
+    Raises:
+        ConfigError: ``tasks.order`` is not a list, names an unknown task or repeats one.
+    """
+    order = plain(cfg.tasks.order)
+    if not isinstance(order, list):
+        raise ConfigError(f"tasks.order must be a list of tasks, e.g. [{order}]; got {order!r}")
     catalog = plain(cfg.tasks.catalog)
     unknown = [name for name in order if name not in catalog]
     if unknown:
         raise ConfigError(f"tasks.order names unknown task(s) {unknown}; known: {sorted(catalog)}")
+    repeated = sorted({name for name in order if order.count(name) > 1})
+    if repeated:
+        raise ConfigError(
+            f"tasks.order repeats task(s) {repeated} ({order}); each task is scored once"
+        )
     return [{"name": name, **catalog[name]} for name in order]
+
+
+_ABSENT = object()
+# Values a command-line typo (trainer.max_epochs=abc, seed=abc, data.batch_size=1.5) would
+# otherwise carry deep into Lightning, numpy or polars: (key, kind, None allowed).
+TYPED_KEYS: tuple[tuple[str, str, bool], ...] = (
+    ("seed", "int", False),
+    ("data.seed", "int", False),
+    ("data.batch_size", "int", False),
+    ("data.eval_batch_size", "int", False),
+    ("data.max_length", "int", False),
+    ("data.max_list_size", "int", True),
+    ("data.eval_max_list_size", "int", True),
+    ("data.num_workers", "int", False),
+    ("trainer.max_epochs", "int", True),
+    ("trainer.min_epochs", "int", True),
+    ("trainer.max_steps", "int", False),
+    ("trainer.log_every_n_steps", "int", True),
+    ("trainer.num_sanity_val_steps", "int", True),
+    ("trainer.accumulate_grad_batches", "int", False),
+    ("trainer.limit_train_batches", "number", True),
+    ("trainer.limit_val_batches", "number", True),
+    ("trainer.limit_test_batches", "number", True),
+    ("trainer.val_check_interval", "number", True),
+    ("trainer.gradient_clip_val", "number", True),
+    ("model.optimizer.lr", "number", False),
+    ("test_after_fit", "bool", False),
+)
+_KINDS = {"int": "an integer", "number": "a number", "bool": "true or false"}
+
+
+def _has_kind(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) if kind == "int" else isinstance(value, int | float)
+
+
+def check_config_values(cfg: DictConfig) -> None:
+    """Check the types of the keys in :data:`TYPED_KEYS` that ``cfg`` has, before any work.
+
+    Raises:
+        ConfigError: ``<key> must be an integer, got 'abc'`` for the first wrong value.
+    """
+    for key, kind, nullable in TYPED_KEYS:
+        try:
+            value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+        except OmegaConfBaseException:  # an interpolation filled in later (eval: max_length)
+            continue
+        if value is _ABSENT or (value is None and nullable):
+            continue
+        if value is None or not _has_kind(value, kind):
+            raise ConfigError(f"{key} must be {_KINDS[kind]}, got {value!r}")
 
 
 def build_datamodule(cfg: DictConfig, tokenizer: Any, label_columns: list[str]) -> Any:
@@ -243,6 +309,12 @@ def build_trainer(cfg: DictConfig, job_type: str = "train", **overrides: Any) ->
     if str(cfg.trainer.get("precision")) == "auto":
         log.info("trainer.precision=auto -> %s (%s)", precision, why)
     overrides.setdefault("precision", precision)
+    if not cfg.trainer.get("plugins") and "plugins" not in overrides:
+        # Checkpoints written beside their target and renamed into place (never staged through
+        # $TMPDIR on another filesystem), and read with weights_only=True.
+        from ranking.checkpoints import AtomicCheckpointIO
+
+        overrides["plugins"] = [AtomicCheckpointIO()]
     return instantiate(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **overrides
     )

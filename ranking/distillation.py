@@ -369,31 +369,69 @@ def _distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         log_run_results,
         record_run_id,
     )
+    from data_modules.splits import SPLIT_FILE, write_split
     from ranking.baselines import random_scorer
-    from ranking.bi_encoder import StudentDataModule
-    from ranking.config import build_datamodule, build_trainer, instantiate, plain
-    from ranking.encoders import load_tokenizer
+    from ranking.bi_encoder import StudentDataModule, student_train_metric_names
+    from ranking.checkpoints import check_checkpoint
+    from ranking.config import (
+        build_datamodule,
+        build_trainer,
+        check_config_values,
+        instantiate,
+        plain,
+    )
+    from ranking.encoders import check_max_length, load_tokenizer
+    from ranking.metric_set import metric_names
+    from ranking.monitor import check_monitor, check_monitor_form
     from ranking.per_query import per_query_metrics, summarize, write_per_query
     from ranking.pipeline import RANDOM_DRAWS, _model_scorer, _scalars
     from ranking.report import print_tables, write_json
+    from ranking.run_dir import guard_output_dir, is_rank_zero
     from ranking.serving import load_checkpoint
 
-    pl.seed_everything(cfg.seed, workers=True)
+    check_config_values(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    guard_output_dir(output_dir, resume=str(cfg.get("ckpt_path")) == "last")
+    pl.seed_everything(cfg.seed, workers=True)
+    teacher = load_checkpoint(ckpt, key="teacher_ckpt", expect="cross_encoder")
+    check_monitor_form(str(cfg.monitor), teacher.task_names, list(cfg.student.metrics))
+    bi_options = plain(cfg.student.get("bi_encoder")) or {}
+    for side in ("query_max_length", "product_max_length"):
+        if side in bi_options:
+            check_max_length(bi_options[side], plain(cfg.encoder), f"student.bi_encoder.{side}")
     output_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = prepare_resume(
         cfg.get("ckpt_path"), output_dir, OmegaConf.to_container(cfg, resolve=True)
     )
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if ckpt_path:  # resuming the student: read safely and of the right kind before any work
+        check_checkpoint(ckpt_path, "ckpt_path", "bi_encoder")
+    config_text = OmegaConf.to_yaml(cfg, resolve=True)  # as given (a resume compares with it)
 
-    teacher = load_checkpoint(ckpt, key="teacher_ckpt", expect="cross_encoder")
     with open_dict(cfg):  # the teacher reads pairs at the length it was trained with
         cfg.data.max_length = int(teacher.hparams.encoder.get("max_length", cfg.data.max_length))
     datamodule = build_datamodule(
         cfg, load_tokenizer(teacher.hparams.encoder), teacher.label_columns
     )
+    # The teacher's split: the student never trains on a query the teacher was tested on, and
+    # is tested on the teacher's test queries, whatever data.seed says.
+    datamodule.use_split(teacher.data_split, str(ckpt))
     datamodule.setup("fit")
     log.info("Data (%s):\n%s", datamodule.source.name, datamodule.describe())
+    distillation = {**DISTILLATION_DEFAULTS, **(plain(cfg.student.get("distillation")) or {})}
+    check_monitor(  # before the teacher scores anything
+        str(cfg.monitor),
+        [
+            *student_train_metric_names(float(distillation["alpha"])),
+            "val/loss",
+            *metric_names(
+                "val", teacher.task_names, datamodule.region_names, list(cfg.student.metrics)
+            ),
+        ],
+        datamodule,
+        {t["name"]: t["label"] for t in teacher.tasks},
+    )
+    if is_rank_zero():  # every check has passed: from here on the directory holds a run
+        (output_dir / "config.yaml").write_text(config_text)
     scoring = plain(cfg.get("teacher_scores")) or {}
     device = scoring.get("device", "auto")
     if device == "auto":
@@ -422,6 +460,9 @@ def _distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         region_names=list(datamodule.region_names),
         teacher={"path": str(ckpt), "scores_key": cached.key},
     )
+    student.data_split = datamodule.split_record()
+    if is_rank_zero():
+        write_split(student.data_split, output_dir / SPLIT_FILE)
     student_data = StudentDataModule(
         datamodule, student.build_texts(datamodule), student.pad_token_id, cached.scores
     )
@@ -443,6 +484,7 @@ def _distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg.monitor: monitor_value,
         "best_checkpoint": best_path,
         "teacher_ckpt": str(ckpt),
+        "split_sha256": student.data_split["sha256"],
         "teacher_scores": {"key": cached.key, "path": str(cached.path), "hit": cached.from_cache},
     }
     best = {f"best/{cfg.monitor}": monitor_value}

@@ -11,6 +11,7 @@ rebuild it without Hydra:
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,10 @@ def load_encoder_model(spec: Mapping[str, Any], vocab_size: int) -> nn.Module:
         path = _model_dir(spec)
         _check_dir(path, need_weights=True, key=f"encoder ({source})")
         config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-        model = AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
+        try:
+            model = AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
+        except pickle.UnpicklingError:  # transformers reads *.bin weights with weights_only=True
+            raise unsafe_weights(path, f"encoder ({source})") from None
         # from_pretrained returns eval mode and Lightning keeps a module's mode: fine-tuning
         # would silently run without the checkpoint's dropout.
         model.train()
@@ -144,6 +148,51 @@ def freeze_word_embeddings(model: nn.Module) -> None:
     tokens the training data never shows).
     """
     model.get_input_embeddings().weight.requires_grad_(False)
+
+
+def unsafe_weights(path: Path, key: str) -> EncoderLoadError:
+    """The error for a weights file whose pickle names more than tensors (refused, not run)."""
+    return EncoderLoadError(
+        f"{key}: refused the weights in {path}: their pickle names Python objects beyond "
+        "tensors, which could run code; use a directory with model.safetensors"
+    )
+
+
+def position_limit(spec: Mapping[str, Any]) -> int:
+    """The most tokens one sequence may hold for the encoder ``spec`` describes.
+
+    BERT-like models have ``max_position_embeddings`` learned positions; RoBERTa-like ones
+    reserve the first ``pad_token_id + 1`` of them. Read from the encoder's config only (no
+    weights are loaded).
+    """
+    if spec.get("source") == "random":
+        size = dict(spec.get("architecture") or {})
+        return int(size.get("max_position_embeddings", BertConfig().max_position_embeddings))
+    path = _model_dir(spec)
+    _check_dir(path, need_weights=True, key=f"encoder ({spec.get('source')})")
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    limit = int(getattr(config, "max_position_embeddings", 0) or 0)
+    if "roberta" in str(getattr(config, "model_type", "")) or "camembert" in str(
+        getattr(config, "model_type", "")
+    ):
+        limit -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return limit if limit > 0 else 10**9  # a model without learned positions
+
+
+def check_max_length(max_length: Any, spec: Mapping[str, Any], key: str) -> int:
+    """``max_length`` if the encoder has that many positions, else one :class:`ConfigError`.
+
+    Without this check a text longer than the encoder's positions fails inside the embedding
+    lookup (``index out of range``) at the first long batch, possibly hours into a run.
+    """
+    limit = position_limit(spec)
+    if int(max_length) > limit:
+        raise ConfigError(
+            f"{key}={max_length} exceeds the {limit} positions of encoder "
+            f"'{spec.get('name') or spec.get('source')}' (max_position_embeddings); use at most "
+            f"{limit}"
+        )
+    return int(max_length)
 
 
 def matching_attention_init(model: nn.Module, scale: float) -> None:

@@ -56,6 +56,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ranking.cli import run_or_exit
 from ranking.errors import ConfigError
+from ranking.run_dir import guard_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +375,28 @@ class CheckLauncher(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         launcher = config.hydra.runtime.choices.get("hydra/launcher")
         run_or_exit(check_launcher, config, launcher)
+
+
+class GuardRunDir(Callback):
+    """Hydra callback: a single run stops at once if ``hydra.run.dir`` already holds a run.
+
+    It runs before Hydra writes ``.hydra/`` and the job log into the directory, so nothing of
+    the old run is touched (:func:`ranking.run_dir.guard_output_dir`; the entry points check
+    again, for multirun jobs and direct calls). ``ckpt_path=last`` of a resumable entry point
+    (``resumable``: its ``task_name`` values) continues the run instead.
+
+    Args:
+        resumable: ``task_name`` values whose ``ckpt_path=last`` resumes a run.
+    """
+
+    def __init__(self, resumable: Sequence[str] = ("train", "distill")) -> None:
+        self.resumable = tuple(resumable)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        resumable = str(config.get("task_name")) in self.resumable
+        resume = resumable and str(config.get("ckpt_path")) == "last"
+        run_dir = Path(str(config.hydra.run.dir))
+        run_or_exit(guard_output_dir, run_dir, resume, resumable)
 
 
 class MakeSweepDir(Callback):

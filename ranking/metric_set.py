@@ -115,10 +115,28 @@ class RankingMetricSet(nn.Module):
                 for region, value in zip(self.region_names, per_region, strict=True):
                     if not math.isnan(value):
                         out[f"{stage}/{task}/{region}/{spec}"] = value
-            if per_task and not any(math.isnan(v) for v in per_task):
-                out[f"{stage}/{spec}"] = sum(per_task) / len(per_task)
+            # A task without any list with a positive label (NaN) is left out of the mean.
+            ranked = [v for v in per_task if not math.isnan(v)]
+            if ranked:
+                out[f"{stage}/{spec}"] = sum(ranked) / len(ranked)
         return out
 
     def reset(self) -> None:
         for metric in self.means.values():
             metric.reset()
+
+
+def metric_names(
+    stage: str, task_names: Sequence[str], region_names: Sequence[str], metrics: Sequence[str]
+) -> list[str]:
+    """Every name :meth:`RankingMetricSet.compute` can give for ``stage``.
+
+    ``{stage}/{metric}`` (mean over tasks), ``{stage}/{task}/[{region}/]{metric}`` and the list
+    counts ``{stage}/{task}/[{region}/]lists``.
+    """
+    names = [f"{stage}/{spec}" for spec in metrics]
+    for task in task_names:
+        for spec in [*metrics, "lists"]:
+            names.append(f"{stage}/{task}/{spec}")
+            names += [f"{stage}/{task}/{region}/{spec}" for region in region_names]
+    return names

@@ -205,6 +205,14 @@ class RankingModule(ListwiseRanker):
             out["loss"] = out["loss"] + aux_loss
         return out
 
+    def train_metric_names(self) -> list[str]:
+        names = ["train/loss"]
+        if len(self.task_names) > 1:  # as training_step logs them
+            keys = ["loss", *self.loss_weighting.log_values()]
+            names += [f"train/{task}/{key}" for task in self.task_names for key in keys]
+            names.append("train/aux_loss")
+        return names
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         scores, aux = self.score(batch)
         losses = self.compute_loss(scores, batch, aux)

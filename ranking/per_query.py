@@ -95,7 +95,7 @@ def summarize(
     """Aggregate one scorer's per-query rows into the names :class:`RankingMetricSet` logs.
 
     ``{stage}/{task}/{metric}`` (mean over lists), ``{stage}/{task}/{region}/{metric}``,
-    ``{stage}/{metric}`` (mean over tasks, when every task has lists) and the list counts
+    ``{stage}/{metric}`` (mean over the tasks that have lists) and the list counts
     ``{stage}/{task}/[{region}/]lists``.
     """
     out: dict[str, float] = {}
@@ -110,7 +110,7 @@ def summarize(
             per_task.append(out[f"{stage}/{task}/{spec}"])
             for region, values in task_rows.group_by("region").agg(pl.col("value").mean()).rows():
                 out[f"{stage}/{task}/{region}/{spec}"] = float(values)
-        if per_task and len(per_task) == len(task_names):
+        if per_task:  # as RankingMetricSet: a task without lists is left out of the mean
             out[f"{stage}/{spec}"] = sum(per_task) / len(per_task)
     first = table.filter(pl.col("metric") == metrics[0]) if metrics else table.clear()
     for task in task_names:

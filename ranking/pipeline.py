@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,26 @@ from callbacks.wandb_report import (
     log_run_results,
     record_run_id,
 )
+from data_modules.splits import SPLIT_FILE, write_split
 from ranking.baselines import ScoreFn, random_scorer
-from ranking.config import build_datamodule, build_module, build_trainer, plain, task_list
-from ranking.encoders import load_tokenizer
+from ranking.checkpoints import check_checkpoint
+from ranking.config import (
+    build_datamodule,
+    build_module,
+    build_trainer,
+    check_config_values,
+    plain,
+    task_list,
+)
+from ranking.encoders import check_max_length, load_tokenizer
 from ranking.errors import ConfigError
 from ranking.module import RankingModule
+from ranking.monitor import check_monitor, check_monitor_form
 from ranking.per_query import per_query_metrics, summarize, write_per_query
+from ranking.ranker import SPLIT_CHECKPOINT_KEY
 from ranking.rankings import sample_rankings
 from ranking.report import print_tables, write_json
+from ranking.run_dir import guard_output_dir, is_rank_zero
 from ranking.trec import cross_check, pair_frame, write_trec_files
 
 log = logging.getLogger(__name__)
@@ -45,7 +56,7 @@ def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
 
 def _is_rank_zero() -> bool:
     """Before the Trainer exists: rank from the environment Lightning gives DDP children."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    return is_rank_zero()
 
 
 def _model_scorer(module: RankingModule) -> ScoreFn:
@@ -251,6 +262,26 @@ def _write_trec(
     return out
 
 
+def _seen_in_training(
+    module: RankingModule, datamodule: Any, split: str, requested: str
+) -> dict[str, Any]:
+    """How many lists of ``split`` the model trained on (``split=all`` scores them; it says so)."""
+    record = module.data_split
+    if record is None or split not in datamodule.lists:
+        return {}
+    trained = set(record["query_ids"].get("train", []))
+    lists = datamodule.lists[split].query_ids
+    seen = sum(query_id in trained for query_id in lists)
+    if seen:
+        log.warning(
+            "%d of the %d lists scored (split=%s) are from the model's training split",
+            seen,
+            len(lists),
+            requested,
+        )
+    return {"lists_from_training_split": seen, "model_split_sha256": record["sha256"]}
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit a ranking model, test its best checkpoint, and report it beside baselines.
 
@@ -269,22 +300,41 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    pl.seed_everything(cfg.seed, workers=True)
+    # Everything that can be checked without data first: a bad value stops in seconds.
+    check_config_values(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    guard_output_dir(output_dir, resume=str(cfg.get("ckpt_path")) == "last")
+    tasks = task_list(cfg)
+    check_monitor_form(str(cfg.monitor), [t["name"] for t in tasks], list(cfg.model.metrics))
+    check_max_length(cfg.data.max_length, plain(cfg.encoder), "data.max_length")
+    pl.seed_everything(cfg.seed, workers=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     # ckpt_path=last: the run's own last checkpoint, with a config that must match the run's.
     ckpt_path = prepare_resume(
         cfg.get("ckpt_path"), output_dir, OmegaConf.to_container(cfg, resolve=True)
     )
-    if _is_rank_zero():
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    # Read safely (weights_only) and of the right kind before any work; its split is kept.
+    start = check_checkpoint(ckpt_path, "ckpt_path", "cross_encoder") if ckpt_path else None
 
-    tasks = task_list(cfg)
     tokenizer = load_tokenizer(plain(cfg.encoder))
     datamodule = build_datamodule(cfg, tokenizer, [t["label"] for t in tasks])
+    if start is not None:
+        datamodule.use_split(start.get(SPLIT_CHECKPOINT_KEY), str(ckpt_path))
     datamodule.setup("fit")
     log.info("Data (%s):\n%s", datamodule.source.name, datamodule.summary())
     module = build_module(cfg, datamodule.region_names, datamodule)
+    module.data_split = datamodule.split_record()
+    check_monitor(
+        str(cfg.monitor),
+        module.fit_metric_names(datamodule.region_names),
+        datamodule,
+        {t["name"]: t["label"] for t in tasks},
+    )
+    if _is_rank_zero():
+        # Written once every check has passed: a run stopped by a user error leaves nothing
+        # that would make its directory look like a run (ranking.run_dir).
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_split(module.data_split, output_dir / SPLIT_FILE)
     trainer = build_trainer(cfg, job_type="train")
     log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
     record_run_id(trainer, output_dir)
@@ -304,7 +354,12 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         if best_score is not None
         else float(trainer.callback_metrics.get(cfg.monitor, math.nan))
     )
-    extra = {"monitor": cfg.monitor, cfg.monitor: monitor_value, "best_checkpoint": best_path}
+    extra = {
+        "monitor": cfg.monitor,
+        cfg.monitor: monitor_value,
+        "best_checkpoint": best_path,
+        "split_sha256": module.data_split["sha256"],
+    }
     metrics: dict[str, Any] = extra
     if cfg.get("test_after_fit", True) and "test" in datamodule.lists:
         metrics = _test_and_report(
@@ -332,13 +387,14 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    check_config_values(cfg)
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
-    if not ckpt.is_file():
-        raise ConfigError(f"ckpt_path: checkpoint {ckpt} does not exist")
-    pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    guard_output_dir(output_dir, resumable=False)
+    check_checkpoint(ckpt, "ckpt_path", "cross_encoder")  # weights_only: no code from the file
+    pl.seed_everything(cfg.seed, workers=True)
     output_dir.mkdir(parents=True, exist_ok=True)
-    module = RankingModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    module = RankingModule.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
     split = cfg.split
     if split == "all":
         cfg.data.splits = {"test": 1.0}
@@ -350,11 +406,12 @@ def _evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         with open_dict(cfg):
             cfg.data.max_length = int(module.hparams.encoder.get("max_length", 64))
     datamodule = build_datamodule(cfg, tokenizer, module.label_columns)
+    if cfg.split != "all":  # the model's own split: its training queries never count as test
+        datamodule.use_split(module.data_split, str(ckpt))
     datamodule.setup("test")
+    extra = {"checkpoint": str(ckpt), **_seen_in_training(module, datamodule, split, cfg.split)}
     trainer = build_trainer(cfg, job_type="evaluate")
     log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
     record_run_id(trainer, output_dir)
-    metrics = _test_and_report(
-        trainer, module, datamodule, split, output_dir, cfg, extra={"checkpoint": str(ckpt)}
-    )
+    metrics = _test_and_report(trainer, module, datamodule, split, output_dir, cfg, extra=extra)
     return metrics, {"datamodule": datamodule, "module": module, "trainer": trainer}

@@ -24,6 +24,7 @@ bar, per-step CSV logging, gradient clipping, the LR schedule per step and GPU/b
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -51,11 +52,18 @@ from transformers import (
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from data_modules.schema import TEXT_COLUMNS
-from ranking.config import build_loggers, build_source, plain
-from ranking.encoders import load_tokenizer, matching_attention_init, minilm_package_dir
+from ranking.config import build_loggers, build_source, check_config_values, plain
+from ranking.encoders import (
+    check_max_length,
+    load_tokenizer,
+    matching_attention_init,
+    minilm_package_dir,
+    unsafe_weights,
+)
 from ranking.errors import ConfigError, DataValidationError, EncoderLoadError
 from ranking.optim import adamw_with_warmup
 from ranking.report import write_json
+from ranking.run_dir import guard_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +347,8 @@ def build_mlm_model(
         raise EncoderLoadError(
             f"encoder ({source}): {path} cannot be loaded as a masked-LM model: {err}"
         ) from err
+    except pickle.UnpicklingError:  # *.bin weights are read with weights_only=True
+        raise unsafe_weights(path, f"encoder ({source})") from None
     if info.get("missing_keys"):
         log.info(
             "%s has no masked-LM head (%d tensors missing): the head starts randomly initialised",
@@ -565,14 +575,17 @@ def _pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     from callbacks.wandb_report import log_resolved_config, log_run_results, record_run_id
 
     started = time.perf_counter()
+    check_config_values(cfg)
     opts = PretrainOptions.from_mapping(plain(cfg.pretrain))
     spec = plain(cfg.encoder)
     output_dir = Path(cfg.paths.output_dir)
+    guard_output_dir(output_dir, resumable=False)
+    check_max_length(opts.max_length, spec, "pretrain.max_length")
     save_dir = _prepare_save_dir(opts, output_dir)
     if opts.train_tokenizer and spec.get("source") != "random":
         _tokenizer_for(spec, opts, [])  # fail before loading any data
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    config_text = OmegaConf.to_yaml(cfg, resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
 
     source = build_source(cfg)
@@ -581,6 +594,8 @@ def _pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     tokenizer = _tokenizer_for(spec, opts, train_texts)
     train_features = tokenize_texts(tokenizer, train_texts, opts.max_length, opts.whole_word_mask)
     val_features = tokenize_texts(tokenizer, val_texts, opts.max_length, opts.whole_word_mask)
+    # Written once the data passed its checks: a stopped run leaves no run behind it.
+    (output_dir / "config.yaml").write_text(config_text)
     lengths = [sum(f["attention_mask"]) for f in train_features]
     log.info(
         "Corpus (%s): %d texts (%d products, %d queries), %d train / %d val, %d train tokens",

@@ -9,6 +9,7 @@ log the same metric names and compare line by line.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,10 +17,11 @@ import lightning.pytorch as pl
 import torch
 
 from ranking.errors import ConfigError, DataValidationError
-from ranking.metric_set import RankingMetricSet, parse_metric
+from ranking.metric_set import RankingMetricSet, metric_names, parse_metric
 from ranking.optim import adamw_with_warmup
 
 EVAL_STAGES = ("val", "test")
+SPLIT_CHECKPOINT_KEY = "shoprank_split"  # the training data split, in every checkpoint
 OPTIMIZER_DEFAULTS = {
     "lr": 5e-4,
     "weight_decay": 0.01,
@@ -71,6 +73,9 @@ class ListwiseRanker(pl.LightningModule):
         # Data region id -> model region id; set for each dataset by ``use_data_regions``.
         self.register_buffer("region_lookup", torch.arange(len(region_names)), persistent=False)
         self.metric_sets = torch.nn.ModuleDict()
+        # The data split the model trains on (data_modules.splits.split_record): saved in every
+        # checkpoint so that evaluation and distillation keep its test queries apart.
+        self.data_split: dict[str, Any] | None = None
 
     @property
     def label_columns(self) -> list[str]:
@@ -145,7 +150,12 @@ class ListwiseRanker(pl.LightningModule):
         self.metric_sets[stage].update(scores, batch["labels"], batch["mask"], batch["region"])
 
     def _eval_epoch_end(self, stage: str) -> None:
-        self.log_dict(self.metric_sets[stage].compute(stage), prog_bar=False)
+        with warnings.catch_warnings():
+            # A task without any list with a positive label in this split has no value (it is
+            # left out of the mean; ranking.monitor warns once before training), not a bug.
+            warnings.filterwarnings("ignore", message=r"The ``compute`` method of metric")
+            values = self.metric_sets[stage].compute(stage)
+        self.log_dict(values, prog_bar=False)
         self.metric_sets[stage].reset()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -164,6 +174,26 @@ class ListwiseRanker(pl.LightningModule):
         self, batch: dict[str, torch.Tensor], batch_idx: int
     ) -> dict[str, torch.Tensor]:
         return {"scores": self(batch), "mask": batch["mask"], "list_index": batch["list_index"]}
+
+    # ------------------------------------------------------------------ names and checkpoints
+    def train_metric_names(self) -> list[str]:
+        """The names ``training_step`` logs (checked against ``monitor`` before training)."""
+        return ["train/loss"]
+
+    def fit_metric_names(self, region_names: Sequence[str]) -> list[str]:
+        """Every name a fit on data with ``region_names`` logs: training and validation."""
+        return [
+            *self.train_metric_names(),
+            "val/loss",
+            *metric_names("val", self.task_names, region_names, self.hparams.metrics),
+        ]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.data_split is not None:
+            checkpoint[SPLIT_CHECKPOINT_KEY] = self.data_split
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.data_split = checkpoint.get(SPLIT_CHECKPOINT_KEY)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:

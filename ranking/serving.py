@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import shutil
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +36,10 @@ from ranking.bi_encoder import (
     BiEncoderModule,
     RaggedTokens,
     StudentTexts,
-    is_bi_encoder_hparams,
     pair_table,
 )
+from ranking.checkpoints import check_checkpoint, read_checkpoint
+from ranking.checkpoints import checkpoint_kind as _checkpoint_kind
 from ranking.errors import ConfigError
 from ranking.module import RankingModule
 from ranking.trec import TrecIds, check_run_name, pair_frame, write_run, write_trec_files
@@ -56,28 +55,15 @@ EncodeFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ids [N, T], mask [
 def checkpoint_kind(path: str | Path, key: str = "ckpt_path") -> str:
     """``"cross_encoder"`` or ``"bi_encoder"``: what a shoprank checkpoint holds.
 
+    The file is read with ``weights_only=True`` (:func:`ranking.checkpoints.read_checkpoint`): a
+    pickle payload is refused before it can run.
+
     Raises:
-        ConfigError: The file is missing, is not a PyTorch checkpoint, or holds no shoprank
-            hyper-parameters; the message names ``key`` and the file.
+        ConfigError: The file is missing, is not a PyTorch checkpoint, pickles more than tensors
+            and plain containers, or holds no shoprank hyper-parameters; the message names
+            ``key`` and the file.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{key}: checkpoint {path} does not exist")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        raise ConfigError(
-            f"{key}: {path} is not a PyTorch checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''})"
-        ) from err
-    hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
-    if not isinstance(hparams, dict) or "state_dict" not in raw or "tasks" not in hparams:
-        raise ConfigError(
-            f"{key}: {path} is not a shoprank model checkpoint (no state_dict or model "
-            "hyper-parameters); pass a checkpoint written by experiments.train or "
-            "experiments.distill"
-        )
-    return "bi_encoder" if is_bi_encoder_hparams(hparams) else "cross_encoder"
+    return _checkpoint_kind(read_checkpoint(path, key), path, key)
 
 
 def load_checkpoint(
@@ -93,11 +79,11 @@ def load_checkpoint(
     Raises:
         ConfigError: Missing or unreadable file, or not the expected kind.
     """
-    kind = checkpoint_kind(path, key)
-    if expect is not None and kind != expect:
-        raise ConfigError(f"{key}: {path} holds a {kind} model; a {expect} is needed here")
+    kind = _checkpoint_kind(check_checkpoint(path, key, expect), path, key)
     cls = BiEncoderModule if kind == "bi_encoder" else RankingModule
-    return cls.load_from_checkpoint(str(Path(path).expanduser()), map_location="cpu").eval()
+    return cls.load_from_checkpoint(
+        str(Path(path).expanduser()), map_location="cpu", weights_only=True
+    ).eval()
 
 
 class LabelsOptional:
@@ -550,10 +536,13 @@ def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     import lightning.pytorch as pl_light
     from omegaconf import OmegaConf, open_dict
 
-    from ranking.config import build_datamodule
+    from ranking.config import build_datamodule, check_config_values
     from ranking.encoders import load_tokenizer
     from ranking.report import write_json
+    from ranking.run_dir import guard_output_dir
 
+    check_config_values(cfg)
+    guard_output_dir(Path(cfg.paths.output_dir), resumable=False)
     ckpt = Path(_mandatory(cfg, "ckpt_path", "pass ckpt_path=<checkpoint of a model>"))
     backend = cfg.get("backend", "torch")
     if backend not in BACKENDS:
@@ -579,14 +568,17 @@ def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg.data.eval_max_list_size = None  # rank every candidate
         # The cross-encoder reads pairs at its training length; a student reads its own tokens.
         cfg.data.max_length = int(module.hparams.encoder.get("max_length", 64))
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     datamodule = build_datamodule(cfg, load_tokenizer(module.hparams.encoder), module.label_columns)
     datamodule.source = LabelsOptional(datamodule.source, module.label_columns)
+    if cfg.split != "all":  # the model's own split: split=test ranks its test queries only
+        datamodule.use_split(module.data_split, str(ckpt))
     datamodule.setup("predict")
     if split not in datamodule.lists:
         raise ConfigError(
             f"split: the data has no '{split}' split (data.splits: {datamodule.splits})"
         )
+    # Written once the data passed its checks: a stopped call leaves no run behind it.
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     device = cfg.get("device", "cpu")
     summary: dict[str, Any] = {

@@ -12,7 +12,7 @@ from data_modules.adapters._common import (
     sample_queries,
     with_file_rows,
 )
-from data_modules.sources import check_path, read_table
+from data_modules.sources import check_encoding, check_path, read_table
 from data_modules.validation import DropReport, require_columns
 
 
@@ -70,6 +70,8 @@ class GradedCsvAdapter(Adapter):
     label = ""
     rating_range: tuple[float, float] = (0.0, 1.0)
     columns: tuple[str, ...] = ()
+    # Columns read as text whatever they look like (ids such as 00025 keep their zeros).
+    text_columns: tuple[str, ...] = ()
     duplicate_reason = "repeated (query, product) rows merged, ratings averaged"
 
     def __init__(
@@ -82,7 +84,7 @@ class GradedCsvAdapter(Adapter):
     ) -> None:
         self.path = check_path(path, "data.source.path")
         self.region = str(region)
-        self.encoding = encoding
+        self.encoding = check_encoding(encoding, "data.source.encoding")
         super().__init__(f"{self.kind}({self.path})", max_queries, seed)
 
     def _columns(self, df: pl.DataFrame) -> list[pl.Expr]:
@@ -95,7 +97,7 @@ class GradedCsvAdapter(Adapter):
 
     def _read(self) -> pl.DataFrame:
         source = str(self.path)
-        df = read_table(self.path, self.encoding, key="data.source.path")
+        df = read_table(self.path, self.encoding, "data.source.path", self.text_columns)
         require_columns(df, source, self.columns)
         df = with_file_rows(df)
         table = df.select(

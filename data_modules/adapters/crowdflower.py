@@ -47,6 +47,7 @@ class CrowdFlowerSource(GradedCsvAdapter):
     label = "median_relevance"
     rating_range = (1.0, 4.0)
     columns = ("query", "product_title", "median_relevance")
+    text_columns = ("id", "query", "product_title", "product_description")
     duplicate_reason = "repeated (query, product title) rows merged, ratings averaged"
 
     def __init__(

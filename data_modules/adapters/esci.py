@@ -114,7 +114,11 @@ class EsciSource(Adapter):
 
     def _examples(self) -> pl.DataFrame:
         source = str(self.examples_path)
-        df = read_table(self.examples_path, key="data.source.path / data.source.examples")
+        df = read_table(
+            self.examples_path,
+            key="data.source.path / data.source.examples",
+            text_columns=("query", "query_id", "product_id", "product_locale"),
+        )
         require_columns(df, source, EXAMPLE_COLUMNS)
         df = with_file_rows(df).with_columns(
             pl.col("esci_label").cast(pl.Utf8), pl.col("split").cast(pl.Utf8)
@@ -145,7 +149,11 @@ class EsciSource(Adapter):
 
     def _products(self) -> pl.DataFrame:
         source = str(self.products_path)
-        df = read_table(self.products_path, key="data.source.path / data.source.products")
+        df = read_table(
+            self.products_path,
+            key="data.source.path / data.source.products",
+            text_columns=("product_id", "product_locale", "product_title", *PRODUCT_TEXT),
+        )
         require_columns(df, source, PRODUCT_COLUMNS)
         df = with_file_rows(df)
         fail(

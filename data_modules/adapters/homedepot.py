@@ -43,6 +43,7 @@ class HomeDepotSource(GradedCsvAdapter):
     label = "relevance"
     rating_range = (1.0, 3.0)
     columns = ("id", "product_uid", "product_title", "search_term", "relevance")
+    text_columns = ("id", "product_uid", "product_title", "search_term")
 
     def __init__(
         self,

@@ -23,7 +23,13 @@ import polars as pl
 
 from data_modules.adapters.base import Adapter
 from data_modules.schema import ENGAGEMENT_LABELS, POSITION_COLUMN
-from data_modules.sources import apply_rename, check_path, read_table
+from data_modules.sources import (
+    apply_rename,
+    canonical_text_columns,
+    check_encoding,
+    check_path,
+    read_table,
+)
 from data_modules.validation import require_columns
 from ranking.errors import ConfigError, DataValidationError
 
@@ -55,7 +61,7 @@ class LogsSource(Adapter):
         seed: int = 0,
     ) -> None:
         self.path = check_path(path, "data.source.path")
-        self.encoding = encoding
+        self.encoding = check_encoding(encoding, "data.source.encoding")
         self.rename = dict(rename or {})
         self.region = region
         if duplicates not in DUPLICATE_POLICIES:
@@ -68,7 +74,12 @@ class LogsSource(Adapter):
 
     def _read(self) -> pl.DataFrame:
         source = str(self.path)
-        df = read_table(self.path, self.encoding, key="data.source.path / data.source.encoding")
+        df = read_table(
+            self.path,
+            self.encoding,
+            "data.source.path / data.source.encoding",
+            canonical_text_columns(self.rename),
+        )
         df = apply_rename(df, self.rename, source)
         require_columns(df, source, ["query", "product_id", "product_title"])
         labels = [c for c in ENGAGEMENT_LABELS if c in df.columns]

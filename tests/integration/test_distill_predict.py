@@ -173,8 +173,10 @@ def test_predict_student_writes_trec_run_and_parquet_and_reuses_product_vectors(
             [s for _, s, _ in items], expected.get_column("score_purchase").to_numpy(), rtol=1e-6
         )
 
-    # A second call with the same cache reuses the saved product vectors and ranks alike.
+    # A second call with the same cache reuses the saved product vectors and ranks alike (into
+    # a directory of its own: a run never overwrites another).
     cfg2 = _predict_cfg(runs, "pred", f"ckpt_path={runs.student_ckpt}", "rank_by=purchase")
+    cfg2.paths.output_dir = str(out.parent / "out2")
     third, third_objects = predict(cfg2)
     assert third["product_vectors"]["reused"] is True
     assert third_objects["frame"].equals(objects["frame"])

@@ -227,6 +227,7 @@ def test_pretrain_saves_a_directory_that_fine_tuning_loads(make_cfg, tmp_path) -
         "callbacks=none",
         "logger=none",
     )
+    ft_cfg.paths.output_dir = str(tmp_path / "fine_tune")  # a run of its own
     ft_metrics, ft_objects = train(ft_cfg)
     assert ft_objects["trainer"].state.finished
     assert "test/purchase/ndcg@10" in ft_metrics["test"]

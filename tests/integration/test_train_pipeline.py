@@ -158,6 +158,7 @@ def test_evaluate_on_a_file_with_split_all(make_cfg, tmp_path) -> None:
         config="eval",
         tiny=False,
     )
+    eval_cfg.paths.output_dir = str(tmp_path / "eval")  # a run of its own
     result, _ = evaluate(eval_cfg)
     assert (
         result["test"]["test/purchase/lists"]

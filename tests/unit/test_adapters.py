@@ -429,3 +429,87 @@ def test_datamodule_without_engagement_keeps_the_table_labels(esci_dir: Path, to
     )
     dm.setup()
     assert "click" not in pl.concat(dm.tables.values()).columns
+
+
+# --------------------------------------------------------------------------- ids are text
+# Number-looking ids keep their zeros in every adapter: "07" and "7" stay two lists.
+def test_ids_are_text_in_the_file_and_logs_sources(tmp_path: Path) -> None:
+    from data_modules.sources import FileSource
+
+    path = write(
+        tmp_path / "logs.csv",
+        "qid,query,product_id,product_title,region,click\n"
+        "00001,007,000025,shoe,01,1\n00001,007,000026,hat,01,0\n"
+        "07,bag,25,bag,01,1\n07,bag,26,tote,01,0\n7,box,25,bag,01,0\n7,box,26,tote,01,1\n",
+        "utf8",
+    )
+    for table in (
+        FileSource(path, rename={"qid": "query_id"}).load(),
+        LogsSource(path, rename={"qid": "query_id"}).load(),
+    ):
+        assert table["query_id"].to_list()[:3] == ["00001", "00001", "07"]
+        assert set(table["query_id"]) == {"00001", "07", "7"}
+        assert table["product_id"].to_list()[:2] == ["000025", "000026"]
+        assert table["query"][0] == "007" and table["region"][0] == "01"
+        assert table.schema["click"] == pl.Int64  # labels keep their numeric type
+
+
+def test_ids_are_text_in_the_kaggle_adapters(tmp_path: Path) -> None:
+    hd = write(
+        tmp_path / "hd.csv",
+        "id,product_uid,product_title,search_term,relevance\n"
+        "1,000025,Angle,007,3\n2,000026,Bracket,007,1\n",
+    )
+    table = HomeDepotSource(hd).load()
+    assert table["product_id"].to_list() == ["000025", "000026"]
+    assert table["query_id"].to_list() == ["007", "007"] == table["query"].to_list()
+    cf = write(
+        tmp_path / "cf.csv",
+        "id,query,product_title,product_description,median_relevance,relevance_variance\n"
+        "1,0042,0001,x,4,0\n2,0042,0002,y,1,0\n",
+        "utf8",
+    )
+    table = CrowdFlowerSource(cf).load()
+    assert table["query_id"].to_list() == ["0042", "0042"]
+    assert table["product_id"].to_list() == ["0001", "0002"]
+
+
+def test_ids_are_text_in_esci_csv_and_in_a_mix(tmp_path: Path, esci_dir: Path) -> None:
+    examples = pl.read_parquet(esci_dir / EXAMPLES_FILE)
+    examples.with_columns(
+        pl.format("{}", pl.col("query_id").cast(pl.Utf8).str.zfill(5)).alias("query_id")
+    ).write_csv(esci_dir / "examples.csv")
+    table = EsciSource(esci_dir, examples="examples.csv").load()
+    assert table["query_id"][0] == "00000" and table.schema["query_id"] == pl.Utf8
+    hd = write(
+        tmp_path / "hd.csv",
+        "id,product_uid,product_title,search_term,relevance\n1,000025,A,q,3\n2,000026,B,q,1\n",
+    )
+    mixed = MixSource({"hd": HomeDepotSource(hd)}).load()
+    assert mixed["product_id"].to_list() == ["hd:000025", "hd:000026"]
+
+
+# --------------------------------------------------------------------------- file errors
+def test_a_ragged_csv_row_is_named_by_its_line(tmp_path: Path) -> None:
+    from data_modules.sources import read_table
+
+    ok = write(tmp_path / "ok.csv", 'a,b\n1,"two\nlines"\n3,4\n', "utf8")  # quoted line break
+    assert read_table(ok).height == 2
+    short = write(tmp_path / "short.csv", "a,b,c\n1,2,3\n4,5\n", "utf8")
+    with pytest.raises(DataValidationError, match=r"line 3 \(data row 1\) has 2 field\(s\), the"):
+        read_table(short)
+
+
+def test_an_unknown_encoding_and_a_rename_collision_are_named(tmp_path: Path) -> None:
+    from data_modules.sources import FileSource, apply_rename
+
+    with pytest.raises(ConfigError, match=r"^data.encoding: unknown text encoding 'utf-9'"):
+        FileSource(tmp_path / "x.csv", encoding="utf-9")
+    with pytest.raises(ConfigError, match=r"^data.source.encoding: unknown text encoding"):
+        HomeDepotSource(tmp_path / "x.csv", encoding="nope")
+    frame = pl.DataFrame({"a": [1], "b": [2], "c": [3]})
+    with pytest.raises(DataValidationError, match=r"two columns the name 'b' \(from 'a', 'b'\)"):
+        apply_rename(frame, {"a": "b"}, "f.csv")
+    with pytest.raises(DataValidationError, match=r"two columns the name 'x' \(from 'a', 'c'\)"):
+        apply_rename(frame, {"a": "x", "c": "x"}, "f.csv")
+    assert apply_rename(frame, {"a": "b", "b": "a"}, "f.csv").columns == ["b", "a", "c"]  # swap

@@ -173,3 +173,25 @@ def test_matching_attention_init_makes_product_words_attend_to_their_query_copie
     for seed in range(3):
         assert 0.8 < _copy_attention_ratio(plain, seed) < 1.25  # no preference at random init
         assert _copy_attention_ratio(tied, seed) > 3.0  # a clear preference for the copy
+
+
+def test_a_local_encoder_with_a_pickle_payload_is_refused_unrun(tmp_path) -> None:
+    """``encoder=local``: transformers reads ``pytorch_model.bin`` with weights_only=True."""
+    from transformers import BertConfig
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').write('ran')",))
+
+    folder = tmp_path / "enc"
+    folder.mkdir()
+    BertConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    ).save_pretrained(folder)
+    shutil.copy(minilm_package_dir() / "vocab.txt", folder / "vocab.txt")
+    torch.save({"embeddings.word_embeddings.weight": Payload()}, folder / "pytorch_model.bin")
+    with pytest.raises(EncoderLoadError, match=r"^encoder \(path\): refused the weights in"):
+        load_encoder_model({"source": "path", "path": str(folder)}, vocab_size=30522)
+    assert not marker.exists()

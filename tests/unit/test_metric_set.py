@@ -9,7 +9,7 @@ import torch
 
 from ranking.baselines import evaluate_scorer, random_scorer
 from ranking.errors import ConfigError
-from ranking.metric_set import RankingMetricSet, parse_metric
+from ranking.metric_set import RankingMetricSet, metric_names, parse_metric
 
 
 def batch() -> dict[str, torch.Tensor]:
@@ -90,3 +90,24 @@ def test_random_baseline_averages_draws_and_keeps_list_counts() -> None:
     assert len(set(single)) > 1  # the draws differ
     assert mean["test/purchase/mrr@10"] == pytest.approx(sum(single) / 4)
     assert mean["test/purchase/lists"] == 2  # counted once, not once per draw
+
+
+def test_a_task_without_positive_lists_is_left_out_of_the_mean() -> None:
+    b = batch()
+    scores = torch.cat([b["scores"], b["scores"]], dim=-1)
+    labels = torch.cat([b["labels"], torch.zeros_like(b["labels"])], dim=-1)  # no purchase
+    metric_set = RankingMetricSet(["click", "purchase"], ["us", "de"], ["ndcg@10"])
+    metric_set.update(scores, labels, b["mask"], b["region"])
+    out = metric_set.compute("val")
+    assert out["val/purchase/lists"] == 0
+    assert out["val/ndcg@10"] == pytest.approx(out["val/click/ndcg@10"])
+
+
+def test_metric_names_are_every_name_compute_gives() -> None:
+    b = batch()
+    scores = torch.cat([b["scores"], b["scores"]], dim=-1)
+    labels = torch.cat([b["labels"], b["labels"]], dim=-1)
+    metric_set = RankingMetricSet(["click", "purchase"], ["us", "de"], ["ndcg@10", "map"])
+    metric_set.update(scores, labels, b["mask"], b["region"])
+    names = metric_names("val", ["click", "purchase"], ["us", "de"], ["ndcg@10", "map"])
+    assert set(metric_set.compute("val")) == set(names)

@@ -17,7 +17,13 @@ from data_modules.adapters import EsciSource
 from data_modules.adapters.esci_sample import write_esci_sample
 from data_modules.datamodule import ListwiseDataModule
 from data_modules.listwise import EpochSampler
-from data_modules.splits import split_by_query, split_predefined
+from data_modules.splits import (
+    apply_stored_split,
+    split_by_query,
+    split_predefined,
+    split_record,
+    write_split,
+)
 from ranking.errors import ConfigError, DataValidationError
 
 
@@ -287,3 +293,83 @@ def test_lightning_ddp_ranks_see_disjoint_lists_reshuffled_per_epoch(tmp_path) -
         val = [[i for s, ep, i, _ in rank if s == "val" and ep == epoch] for rank in seen]
         assert not set(val[0]) & set(val[1]) and sorted(val[0] + val[1]) == list(range(n_val))
     assert orders[0] != orders[1] != orders[2]
+
+
+# ------------------------------------------------------------------ the split kept with a run
+def _table(n: int = 30) -> pl.DataFrame:
+    ids = np.repeat(np.arange(n), 3)
+    return pl.DataFrame(
+        {
+            "query_id": [f"{i:05d}" for i in ids],
+            "query": [f"text {i % (n - 2)}" for i in ids],  # two texts under two ids each
+            "product_id": [f"p{j}" for j in range(3 * n)],
+        }
+    ).with_row_index("__pair")
+
+
+def test_a_stored_split_wins_over_another_seed_and_other_fractions(caplog) -> None:
+    table = _table()
+    trained = split_by_query(table, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=1)
+    record = split_record(trained, "query")
+    other = split_by_query(table, {"train": 0.4, "val": 0.1, "test": 0.5}, seed=9)
+    with caplog.at_level(logging.INFO):
+        kept = apply_stored_split(other, record, "run.ckpt")
+    for name in ("train", "val", "test"):
+        assert kept[name]["query_id"].to_list() == trained[name]["query_id"].to_list()
+    assert split_record(kept, "query")["sha256"] == record["sha256"]
+    assert "30 of 30 lists follow the split stored in run.ckpt" in caplog.text
+    assert "the stored split is used" in caplog.text
+
+
+def test_new_lists_keep_the_configured_split_unless_their_text_was_stored() -> None:
+    table = _table()
+    old = table.filter(pl.col("query_id") < "00020")
+    trained = split_by_query(old, {"train": 0.5, "val": 0.25, "test": 0.25}, seed=1)
+    record = split_record(trained, "query")
+    configured = split_by_query(table, {"train": 0.5, "val": 0.25, "test": 0.25}, seed=5)
+    kept = apply_stored_split(configured, record, "run.ckpt")
+    split_of = {
+        q: name for name, t in kept.items() for q in t.get_column("query_id").unique().to_list()
+    }
+    stored = {q: name for name, ids in record["query_ids"].items() for q in ids}
+    text_split = {}
+    for name, t in trained.items():
+        text_split.update(dict.fromkeys(t.get_column("query").to_list(), name))
+    for row in table.select("query_id", "query").unique().iter_rows():
+        query_id, text = row
+        if query_id in stored:
+            assert split_of[query_id] == stored[query_id]
+        elif text in text_split:  # a new id of a stored query text follows the text
+            assert split_of[query_id] == text_split[text]
+    assert kept["train"].height + kept["val"].height + kept["test"].height == table.height
+
+
+def test_a_stored_split_that_no_longer_fits_the_data_is_refused() -> None:
+    table = _table()
+    trained = split_by_query(table, {"train": 0.5, "val": 0.25, "test": 0.25}, seed=1)
+    record = split_record(trained, "query")
+    # The data now gives a train query and a test query the same text.
+    train_id = trained["train"]["query_id"][0]
+    test_text = trained["test"]["query"][0]
+    changed = table.with_columns(
+        pl.when(pl.col("query_id") == train_id)
+        .then(pl.lit(test_text))
+        .otherwise("query")
+        .alias("query")
+    )
+    configured = split_by_query(changed, {"train": 0.5, "val": 0.25, "test": 0.25}, seed=1)
+    with pytest.raises(
+        ConfigError, match=r"belongs to the test and train splits stored in m\.ckpt"
+    ):
+        apply_stored_split(configured, record, "m.ckpt")
+
+
+def test_split_file_round_trip(tmp_path) -> None:
+    trained = split_by_query(_table(), {"train": 0.6, "val": 0.2, "test": 0.2}, seed=1)
+    record = split_record(trained, "query")
+    frame = pl.read_parquet(write_split(record, tmp_path / "split.parquet"))
+    assert frame.schema == {"query_id": pl.Utf8, "split": pl.Utf8}
+    assert (
+        sorted(frame.filter(pl.col("split") == "test")["query_id"]) == record["query_ids"]["test"]
+    )
+    assert "00001" in frame["query_id"].to_list()  # ids stay text

@@ -114,3 +114,35 @@ def test_single_item_lists_are_dropped_and_reported() -> None:
 def test_empty_table() -> None:
     with pytest.raises(DataValidationError, match="empty"):
         validate_table(table().head(0), "t.csv", ["purchase"])
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "what"),
+    [
+        ("product_title", "\u200b\ufeff ", "empty texts"),  # zero-width space, BOM, space
+        ("query", "\u2060\u00ad", "empty texts"),  # word joiner, soft hyphen
+        ("region", "", "empty values"),
+        ("product_id", "\u200c", "empty values"),
+    ],
+)
+def test_blank_values_with_invisible_characters_are_empty(column, value, what) -> None:
+    values = table()[column].to_list()
+    values[1] = value
+    with pytest.raises(DataValidationError, match=rf"'{column}' has 1 {what} \(first at row 1\)"):
+        validate_table(table(**{column: values}), "t", ["purchase"])
+
+
+def test_text_with_a_visible_character_is_kept() -> None:
+    titles = ["\u200bred shoe", *table()["product_title"].to_list()[1:]]
+    df, _ = validate_table(table(product_title=titles), "t", ["purchase"])
+    assert df["product_title"][0] == "\u200bred shoe"  # kept as given, not altered
+
+
+def test_relevance_has_an_upper_bound() -> None:
+    ok, _ = validate_table(table(relevance=[31.0, 0.0, 2.0, 3.0, 1.0]), "t", ["relevance"])
+    assert ok["relevance"].max() == 31.0
+    with pytest.raises(
+        DataValidationError,
+        match=r"'relevance' has 1 labels outside the allowed range \(0 \.\. 31\) \(first at row 0",
+    ):
+        validate_table(table(relevance=[1e6, 0.0, 2.0, 3.0, 1.0]), "t", ["relevance"])
