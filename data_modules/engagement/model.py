@@ -101,9 +101,10 @@ def engagement_probabilities(
 ) -> EngagementProbabilities:
     """Exact per-row probabilities of examination and of each engagement stage.
 
-    ``P(E) = (1/p)**eta_r``; ``P(C|E) = cl_r + (ch_r - cl_r) g``;
-    ``P(A|C) = al_r + (ah_r - al_r) g``; ``P(B|A) = bl_r + (bh_r - bl_r) g``, with ``r`` the
-    row's region (``default`` when it has no entry) and ``g`` its relevance gain.
+    ``P(E) = (1/p)**eta_r``; ``P(C|E) = cl_r + (ch_r - cl_r) u``;
+    ``P(A|C) = al_r + (ah_r - al_r) u``; ``P(B|A) = bl_r + (bh_r - bl_r) u``, with ``r`` the
+    row's region (``default`` when it has no entry), ``g`` its relevance gain and
+    ``u = g ** relevance_power_r``.
 
     Args:
         position: 1-based display positions, shape ``[N]``.
@@ -124,6 +125,7 @@ def engagement_probabilities(
         ([1.0, 0.5], [0.9, 0.05])
     """
     per_row = region_parameter_arrays(region, regions)
+    relevance = np.asarray(relevance, dtype=np.float64) ** per_row["relevance_power"]
     return EngagementProbabilities(
         examination=examination_probability(position, per_row["eta"]),
         click_given_examination=stage_probability(

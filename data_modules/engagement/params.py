@@ -23,12 +23,19 @@ DEFAULT_REGION = "default"
 class RegionParams:
     """Behaviour of the shoppers of one region (market).
 
-    With the relevance gain ``g`` in [0, 1] and display position ``p`` (1-based)::
+    With the relevance gain ``g`` in [0, 1], ``u = g ** relevance_power`` and display position
+    ``p`` (1-based)::
 
         P(E | p)    = (1 / p) ** eta                                      examination (PBM)
-        P(C | E, g) = click_low + (click_high - click_low) * g             attractiveness
-        P(A | C, g) = add_to_cart_low + (add_to_cart_high - add_to_cart_low) * g
-        P(B | A, g) = purchase_low + (purchase_high - purchase_low) * g
+        P(C | E, g) = click_low + (click_high - click_low) * u             attractiveness
+        P(A | C, g) = add_to_cart_low + (add_to_cart_high - add_to_cart_low) * u
+        P(B | A, g) = purchase_low + (purchase_high - purchase_low) * u
+
+    ``relevance_power`` > 1 concentrates engagement on the most relevant items: on data whose
+    gains sit in a narrow band (Home Depot: 97% of the items are rated relevant, most gains in
+    [0.5, 1]) a linear ``u = g`` makes a good and a perfect item nearly equally attractive, so
+    position decides most engagement; with a power of 3 a gain of 0.5 keeps 1/8 of a perfect
+    item's attractiveness (README, "Simulated engagement": how much relevance explains).
 
     ``click_low`` is the click noise on irrelevant items (epsilon-minus) and ``click_high`` the
     click probability of a perfect, examined item (epsilon-plus), as in the simulations of
@@ -42,6 +49,8 @@ class RegionParams:
         add_to_cart_high: ``P(A | C)`` at relevance 1 (>= ``add_to_cart_low``).
         purchase_low: ``P(B | A)`` at relevance 0.
         purchase_high: ``P(B | A)`` at relevance 1 (>= ``purchase_low``).
+        relevance_power: Exponent ``> 0`` applied to the gain before the stage probabilities
+            (1: linear in the gain).
     """
 
     eta: float = 0.5
@@ -51,6 +60,7 @@ class RegionParams:
     add_to_cart_high: float = 0.4
     purchase_low: float = 0.05
     purchase_high: float = 0.6
+    relevance_power: float = 1.0
 
 
 REGION_KEYS: tuple[str, ...] = tuple(f.name for f in fields(RegionParams))
@@ -69,6 +79,8 @@ def _number(value: Any, key: str) -> float:
 def _check_region(params: RegionParams, key: str) -> RegionParams:
     if params.eta < 0:
         raise ConfigError(f"{key}.eta must be >= 0, got {params.eta}")
+    if params.relevance_power <= 0:
+        raise ConfigError(f"{key}.relevance_power must be > 0, got {params.relevance_power}")
     for stage in STAGES:
         low, high = getattr(params, f"{stage}_low"), getattr(params, f"{stage}_high")
         for end, value in (("low", low), ("high", high)):

@@ -175,6 +175,18 @@ def test_engagement_probabilities_exact_values() -> None:
     np.testing.assert_allclose(p.purchase, [0.54, 0.075])
 
 
+def test_relevance_power_bends_every_stage_exactly() -> None:
+    regions = {"default": RegionParams(0.5, 0.1, 0.9, 0.2, 0.6, 0.5, 1.0, relevance_power=3.0)}
+    p = engagement_probabilities(
+        np.array([1, 4]), np.array([1.0, 0.5]), np.array(["x", "y"]), regions
+    )
+    np.testing.assert_allclose(p.click_given_examination, [0.9, 0.1 + 0.8 / 8])
+    np.testing.assert_allclose(p.add_to_cart_given_click, [0.6, 0.2 + 0.4 / 8])
+    np.testing.assert_allclose(p.purchase_given_add_to_cart, [1.0, 0.5 + 0.5 / 8])
+    with pytest.raises(ConfigError, match=r"regions.default.relevance_power must be > 0"):
+        resolve_regions({"default": {"relevance_power": 0}})
+
+
 def test_click_probability_falls_with_position_at_fixed_relevance() -> None:
     """Equal relevance and no noise: positions follow product_id, P(E) = (1/p)^eta exactly."""
     n = 8
