@@ -152,6 +152,8 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         self.labels: np.ndarray | None = None
         # [num_pairs, F] float32 raw region feature values per pair row; None when F = 0.
         self.region_features: np.ndarray | None = None
+        self.pair_features: np.ndarray | None = None
+        self.pair_feature_names: list[str] = []
         self.lists: dict[str, QueryLists] = {}
         self.tables: dict[str, pl.DataFrame] = {}
         # The split of a trained model (ranking.checkpoints / data_modules.splits.split_record):
@@ -284,11 +286,33 @@ class ListwiseDataModule(pl_light.LightningDataModule):
             # Shards itself across DDP ranks (Lightning leaves a DistributedSampler alone).
             sampler=EpochSampler(len(lists), shuffle=train, seed=self.seed, even_shards=train),
             collate_fn=ListwiseCollator(
-                self.tokens, self.tokenizer.pad_token_id, self.region_features
+                self.tokens, self.tokenizer.pad_token_id, self.region_features, self.pair_features
             ),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+    def set_pair_features(self, names: Sequence[str], values: np.ndarray) -> None:
+        """Attach per-pair prior features (e.g. a first-stage retriever's score) to the batches.
+
+        Args:
+            names: The P feature names, in column order.
+            values: ``[num_pairs, P]`` finite values, one row per pair row of this DataModule.
+
+        Raises:
+            DataValidationError: the shape does not match the pairs, or a value is not finite.
+        """
+        values = np.asarray(values, dtype=np.float32)
+        if self.tokens is None:
+            raise ConfigError("set_pair_features needs a set-up DataModule (call setup first)")
+        expected = (len(self.tokens), len(names))
+        if values.shape != expected:
+            raise DataValidationError(
+                f"pair features {list(names)}: expected shape {expected}, got {values.shape}"
+            )
+        if not np.isfinite(values).all():
+            raise DataValidationError(f"pair features {list(names)}: non-finite values")
+        self.pair_features, self.pair_feature_names = values, list(names)
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """Whole lists of ``split`` in a fixed order, for evaluation and prediction."""

@@ -275,12 +275,15 @@ class ListwiseCollator:
         (0 at padding), ``region``: ``[B]`` int64, ``list_index``: ``[B]`` int64 (index of the
         list in its split), ``rows``: ``[B, L]`` int64 (pair row of each item, -1 at padding),
         and only when ``region_features`` has F > 0 columns: ``region_features``: ``[B, L, F]``
-        float32 (the raw values of the items' pair rows, 0 at padding).
+        float32 (the raw values of the items' pair rows, 0 at padding); likewise
+        ``pair_features``: ``[B, L, P]`` float32 when ``pair_features`` has P > 0 columns (a
+        first-stage score per pair that a model with a score prior adds to its own).
 
     Args:
         tokens: The tokenised pairs.
         pad_token_id: Token id that fills padded positions.
         region_features: ``[num_pairs, F]`` feature values per pair row, or ``None``.
+        pair_features: ``[num_pairs, P]`` prior feature values per pair row, or ``None``.
     """
 
     def __init__(
@@ -288,6 +291,7 @@ class ListwiseCollator:
         tokens: TokenizedPairs,
         pad_token_id: int,
         region_features: np.ndarray | None = None,
+        pair_features: np.ndarray | None = None,
     ) -> None:
         self.tokens = tokens
         self.pad_token_id = pad_token_id
@@ -299,6 +303,11 @@ class ListwiseCollator:
             if region_features.shape[1] == 0:
                 region_features = None  # F = 0: batches stay exactly as without features
         self.region_features = region_features
+        if pair_features is not None and pair_features.ndim != 2:
+            raise ValueError(f"pair_features must be [num_pairs, P], got {pair_features.shape}")
+        self.pair_features = (
+            None if pair_features is None or not pair_features.shape[1] else (pair_features)
+        )
 
     def __call__(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
         fields = list_fields(items)
@@ -321,11 +330,12 @@ class ListwiseCollator:
             "attention_mask": torch.from_numpy(attention),
             **{name: torch.from_numpy(value) for name, value in fields.items()},
         }
-        if self.region_features is not None:
-            features = np.zeros(
-                (batch_size, list_len, self.region_features.shape[1]), dtype=np.float32
-            )
+        for key in ("region_features", "pair_features"):
+            values = getattr(self, key)
+            if values is None:
+                continue
+            features = np.zeros((batch_size, list_len, values.shape[1]), dtype=np.float32)
             for b, item in enumerate(items):
-                features[b, : len(item["rows"])] = self.region_features[item["rows"]]
-            batch["region_features"] = torch.from_numpy(features)
+                features[b, : len(item["rows"])] = values[item["rows"]]
+            batch[key] = torch.from_numpy(features)
         return batch

@@ -245,8 +245,19 @@ class Ranker:
         if self.kind == "bi_encoder":
             scores = self._score_student(qtext, texts)
         else:
-            scores = self._score_cross(qtext, texts, index, region_features)
+            prior = self._prior_features(query, texts)  # the raw query, as in training
+            scores = self.score_pairs([(qtext, p) for p in texts], index, region_features, prior)
         return {t: scores[:, k] for k, t in enumerate(self.tasks)}
+
+    def _prior_features(self, query: str, texts: list[str]) -> np.ndarray | None:
+        """``[N, P]`` prior features of (raw query, product text) pairs (model with a prior)."""
+        names = list(getattr(self.module, "prior_feature_names", []) or [])
+        if not names:
+            return None
+        from ranking.prior import compute_prior_features
+
+        pairs = pl.DataFrame({"query": [query] * len(texts), "product": texts})
+        return compute_prior_features(names, pairs)
 
     def rank(
         self,
@@ -299,11 +310,13 @@ class Ranker:
         pairs: Sequence[tuple[str, str]],
         region: int = 0,
         region_features: Any = None,
+        prior_features: np.ndarray | None = None,
     ) -> np.ndarray:
         """Cross-encoder scores ``[N, K]`` of (query text, product text) pairs taken as they are.
 
         No region prefix is added (the texts are what the encoder reads); ``region`` is the
-        model's region id for a region mask.
+        model's region id for a region mask. A model with a score prior (``model.prior``) needs
+        ``prior_features [N, P]``; without them they are computed from the pairs' texts.
         """
         if self.kind != "cross_encoder":
             raise ConfigError("score_pairs: a bi-encoder student scores a query's products: score")
@@ -319,6 +332,12 @@ class Ranker:
         )
         rows = [{k: encoded[k][i] for k in encoded} for i in range(len(pairs))]
         features = self._features(region_features, len(pairs))
+        if prior_features is None and getattr(self.module, "prior_feature_names", None):
+            from ranking.prior import compute_prior_features
+
+            frame = pl.DataFrame({"query": queries, "product": products})
+            prior_features = compute_prior_features(self.module.prior_feature_names, frame)
+        prior = None if prior_features is None else torch.as_tensor(prior_features).to(self.device)
         out = np.zeros((len(pairs), len(self.tasks)), np.float32)
         for index in self._batches([len(r["input_ids"]) for r in rows]):
             batch = self._pad([rows[i] for i in index])
@@ -328,14 +347,10 @@ class Ranker:
                 token_type_ids=batch.get("token_type_ids"),
                 region=torch.full((len(index),), region, device=self.device),
                 region_features=None if features is None else features[torch.from_numpy(index)],
+                pair_features=None if prior is None else prior[torch.from_numpy(index)],
             )
             out[index] = result.scores.float().cpu().numpy()
         return out
-
-    def _score_cross(
-        self, query: str, products: list[str], region: int, region_features: Any
-    ) -> np.ndarray:
-        return self.score_pairs([(query, p) for p in products], region, region_features)
 
     @torch.no_grad()
     def _score_student(self, query: str, products: list[str]) -> np.ndarray:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ranking.encoders import pool
+from ranking.errors import ConfigError
 from ranking.towers import Tower, TowerOutput
 
 
@@ -34,6 +35,8 @@ class CrossEncoder(nn.Module):
         pooling: ``cls`` or ``mean``.
         bucket_tokens: Padded tokens per encoder call when bucketing by length (``None``: one
             call for all pairs, padded to the longest).
+        prior: A :class:`ranking.prior.ScorePrior` whose term ``x @ W`` of the pairs' prior
+            features is added to the tower's scores, or ``None``.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class CrossEncoder(nn.Module):
         tower: Tower,
         pooling: str = "cls",
         bucket_tokens: int | None = None,
+        prior: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if bucket_tokens is not None and bucket_tokens < 1:
@@ -50,6 +54,7 @@ class CrossEncoder(nn.Module):
         self.tower = tower
         self.pooling = pooling
         self.bucket_tokens = bucket_tokens
+        self.prior = prior
         self.uses_token_type_ids = accepts_token_type_ids(encoder)
 
     def _encode(
@@ -102,6 +107,7 @@ class CrossEncoder(nn.Module):
         token_type_ids: torch.Tensor | None,
         region: torch.Tensor,
         region_features: torch.Tensor | None = None,
+        pair_features: torch.Tensor | None = None,
     ) -> TowerOutput:
         """Score N pairs.
 
@@ -114,14 +120,28 @@ class CrossEncoder(nn.Module):
             region: ``[N]`` region id of each pair (model vocabulary).
             region_features: ``[N, F]`` raw region feature columns for the tower's region mask
                 (standardised there), or ``None``.
+            pair_features: ``[N, P]`` prior features (a first-stage score per pair) when the
+                scorer has a ``prior``; ignored otherwise.
 
         Returns:
             :class:`TowerOutput` with ``scores [N, K]`` (logits) and the tower's auxiliary loss.
+
+        Raises:
+            ConfigError: the scorer has a prior and no ``pair_features`` were given.
         """
         h = self.encode(input_ids, attention_mask, token_type_ids)
         if region_features is None:  # towers without a mask are called exactly as before
-            return self.tower(h, region)
-        return self.tower(h, region, region_features)
+            out = self.tower(h, region)
+        else:
+            out = self.tower(h, region, region_features)
+        if self.prior is None:
+            return out
+        if pair_features is None:
+            raise ConfigError(
+                "the model has a score prior (model.prior) but the batch carries no "
+                "pair_features: attach them with ranking.prior.attach_prior_features"
+            )
+        return out._replace(scores=out.scores + self.prior(pair_features).to(out.scores.dtype))
 
 
 def length_chunks(sorted_lengths: list[int], max_tokens: int) -> list[slice]:
@@ -169,7 +189,8 @@ def score_lists(
     Args:
         scorer: The cross-encoder.
         batch: A listwise batch (see :class:`data_modules.listwise.ListwiseCollator`); its
-            ``region_features [B, L, F]``, when present, reach the tower packed as ``[N, F]``.
+            ``region_features [B, L, F]`` and ``pair_features [B, L, P]``, when present, reach
+            the tower and the prior packed as ``[N, F]`` and ``[N, P]``.
         region: ``[B]`` region id of each list in the model's vocabulary.
 
     Returns:
@@ -177,12 +198,14 @@ def score_lists(
     """
     mask = batch["mask"]
     features = batch.get("region_features")
+    prior = batch.get("pair_features")
     out = scorer(
         input_ids=batch["input_ids"][mask],
         attention_mask=batch["attention_mask"][mask],
         token_type_ids=batch["token_type_ids"][mask],
         region=region.unsqueeze(1).expand_as(mask)[mask],
         region_features=None if features is None else features[mask],
+        pair_features=None if prior is None else prior[mask],
     )
     scores = out.scores.new_zeros((*mask.shape, out.scores.shape[-1]))
     scores[mask] = out.scores

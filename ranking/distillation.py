@@ -36,6 +36,7 @@ from torch import Tensor
 
 from ranking.errors import ConfigError
 from ranking.losses._pipeline import large_negative, log_softmax, reduce_lists
+from ranking.prior import attach_prior_features
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ def compute_teacher_scores(
             raise ConfigError(f"teacher_scores.splits: the data has no '{split}' split")
     teacher = teacher.to(device).eval()
     teacher.use_data_regions(datamodule.region_names)
+    attach_prior_features(teacher, datamodule)  # a teacher with a score prior reads it per pair
     out = np.full((len(datamodule.labels), len(teacher.task_names)), np.nan, dtype=np.float32)
     start, pairs = time.perf_counter(), 0
     for split in splits:
@@ -416,6 +418,7 @@ def _distill(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     # is tested on the teacher's test queries, whatever data.seed says.
     datamodule.use_split(teacher.data_split, str(ckpt))
     datamodule.setup("fit")
+    attach_prior_features(teacher, datamodule)  # a teacher with a score prior reads it per pair
     log.info("Data (%s):\n%s", datamodule.source.name, datamodule.describe())
     distillation = {**DISTILLATION_DEFAULTS, **(plain(cfg.student.get("distillation")) or {})}
     check_monitor(  # before the teacher scores anything

@@ -385,6 +385,8 @@ def st_cross_encoder_unsupported(module: Any) -> str | None:
     tower = dict(module.hparams.get("tower") or {"name": "shared_bottom"})
     if module.uses_region_mask:
         return "a region-masked model needs the region id (use ranking.Ranker)"
+    if getattr(module, "prior_feature_names", None):
+        return "a model with a score prior needs its first-stage scores (use ranking.Ranker)"
     if tower.get("name") != "shared_bottom":
         return f"tower '{tower.get('name')}' is not a stack of dense layers (use ranking.Ranker)"
     if len(module.task_names) > 1 and list(tower.get("hidden_dims") or []):
@@ -529,12 +531,14 @@ class _CrossEncoderGraph(nn.Module):
             kwargs["token_type_ids"] = inputs.pop(0)
         region = inputs.pop(0)
         features = inputs.pop(0) if self.uses_features else None
+        prior = inputs.pop(0) if self.scorer.prior is not None else None
         hidden = self.scorer.encoder(**kwargs).last_hidden_state
         h = pool(hidden, attention, self.scorer.pooling)
         tower = self.scorer.tower
         if tower.region_mask is not None:
             h, _ = tower.region_mask(h, region, features)
-        return tower.score(h).scores
+        scores = tower.score(h).scores
+        return scores if prior is None else scores + self.scorer.prior(prior)
 
 
 def onnx_input_names(module: Any) -> list[str]:
@@ -545,6 +549,8 @@ def onnx_input_names(module: Any) -> list[str]:
     names.append("region")
     if module.region_feature_dim:
         names.append("region_features")
+    if getattr(module, "prior_feature_names", None):
+        names.append("pair_features")  # [N, P] first-stage scores of a model with a prior
     return names
 
 
@@ -572,6 +578,9 @@ def _onnx_feeds(
         "region_features": rng.normal(size=(n, max(module.region_feature_dim, 1))).astype(
             np.float32
         ),
+        "pair_features": rng.uniform(
+            -1, 1, size=(n, max(len(getattr(module, "prior_feature_names", []) or []), 1))
+        ).astype(np.float32),
     }
     return {name: feeds[name] for name in onnx_input_names(module)}
 

@@ -12,6 +12,7 @@ from ranking.encoders import load_encoder_model, load_tokenizer
 from ranking.errors import ConfigError
 from ranking.loss_weighting import build_loss_weighting
 from ranking.losses import build_loss
+from ranking.prior import ScorePrior, check_prior_spec
 from ranking.ranker import ListwiseRanker
 from ranking.towers import build_tower
 
@@ -56,6 +57,9 @@ class RankingModule(ListwiseRanker):
         bucket_tokens: Encode the pairs of a batch sorted by length, in chunks of at most this
             many padded tokens (see :class:`ranking.cross_encoder.CrossEncoder`); ``None``: one
             call padded to the batch's longest pair.
+        prior: ``{features: [minilm_cosine], init_weight: 20}``: add a learned multiple of
+            first-stage scores to the model's (:mod:`ranking.prior`); ``None``: no prior. The
+            batches must then carry ``pair_features`` (:func:`ranking.prior.attach_prior_features`).
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class RankingModule(ListwiseRanker):
         region_names: Sequence[str] = ("all",),
         loss_weighting: Mapping[str, Any] | None = None,
         bucket_tokens: int | None = None,
+        prior: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -101,8 +106,18 @@ class RankingModule(ListwiseRanker):
             raise ConfigError("tower.name is missing") from err
         if bucket_tokens is not None and (isinstance(bucket_tokens, bool) or bucket_tokens < 1):
             raise ConfigError(f"model.bucket_tokens must be >= 1 or null, got {bucket_tokens!r}")
+        prior_spec = check_prior_spec(prior)
+        self.prior_feature_names = list(prior_spec["features"]) if prior_spec else []
         self.scorer = CrossEncoder(
-            model, tower_module, pooling=encoder.get("pooling", "cls"), bucket_tokens=bucket_tokens
+            model,
+            tower_module,
+            pooling=encoder.get("pooling", "cls"),
+            bucket_tokens=bucket_tokens,
+            prior=ScorePrior(
+                len(self.prior_feature_names), len(self.tasks), prior_spec["init_weight"]
+            )
+            if prior_spec
+            else None,
         )
 
     # ------------------------------------------------------------------ region features

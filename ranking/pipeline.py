@@ -38,6 +38,7 @@ from ranking.errors import ConfigError
 from ranking.module import RankingModule
 from ranking.monitor import check_monitor, check_monitor_form
 from ranking.per_query import per_query_metrics, summarize, write_per_query
+from ranking.prior import attach_prior_features
 from ranking.ranker import SPLIT_CHECKPOINT_KEY
 from ranking.rankings import sample_rankings
 from ranking.report import print_tables, write_json
@@ -323,6 +324,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule.setup("fit")
     log.info("Data (%s):\n%s", datamodule.source.name, datamodule.summary())
     module = build_module(cfg, datamodule.region_names, datamodule)
+    attach_prior_features(module, datamodule)
     module.data_split = datamodule.split_record()
     check_monitor(
         str(cfg.monitor),
@@ -409,6 +411,7 @@ def _evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if cfg.split != "all":  # the model's own split: its training queries never count as test
         datamodule.use_split(module.data_split, str(ckpt))
     datamodule.setup("test")
+    attach_prior_features(module, datamodule)
     extra = {"checkpoint": str(ckpt), **_seen_in_training(module, datamodule, split, cfg.split)}
     trainer = build_trainer(cfg, job_type="evaluate")
     log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))

@@ -42,6 +42,7 @@ from ranking.checkpoints import check_checkpoint, read_checkpoint
 from ranking.checkpoints import checkpoint_kind as _checkpoint_kind
 from ranking.errors import ConfigError
 from ranking.module import RankingModule
+from ranking.prior import attach_prior_features
 from ranking.trec import TrecIds, check_run_name, pair_frame, write_run, write_trec_files
 
 log = logging.getLogger(__name__)
@@ -592,6 +593,7 @@ def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if student:
         rows, scores = _rank_with_student(cfg, module, datamodule, split, ckpt, summary)
     else:
+        attach_prior_features(module, datamodule)
         start = time.perf_counter()
         rows, scores = score_cross_encoder(module, datamodule, split, device)
         summary["seconds"] = round(time.perf_counter() - start, 3)
