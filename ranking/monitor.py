@@ -122,8 +122,9 @@ def check_monitor(
         return
     if "val" not in datamodule.lists:
         raise ConfigError(
-            f"monitor: '{monitor}' needs a validation split, and data.splits gives none "
-            f"({datamodule.splits}); add one (e.g. val: 0.15) or monitor train/loss"
+            f"monitor: '{monitor}' needs validation lists, and data.splits "
+            f"({datamodule.splits}) left none (no val fraction, or too few queries for it); "
+            "raise data.splits.val (e.g. 0.15) or monitor train/loss"
         )
     if monitor == "val/loss":
         return
