@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses allrank-venv clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-framework bench-memory reproduce reproduce-quick
+.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses allrank-venv clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-framework bench-memory bench-inference bench-gpu reproduce reproduce-quick
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -110,8 +110,14 @@ bench-framework: install  ## Lightning vs bare-loop throughput; data pipeline vs
 bench-memory: install  ## Peak RSS of the default experiment
 	$(PY) -m bench.bench_memory --out bench/results/memory.json $(ARGS)
 
-bench: install  ## Every benchmark in one go -> bench/results.json + bench/results.md (ARGS=--quick: ~5 min)
+bench: install allrank-venv  ## Every benchmark in one go -> bench/results.json + bench/results.md (ARGS=--quick: a few min)
 	OMP_NUM_THREADS=1 $(PY) -m bench.run_all $(ARGS)
+
+bench-inference: install  ## Cross-encoder CPU inference: every inference.mode vs fp32 (pairs/s, NDCG@10 change)
+	OMP_NUM_THREADS=1 $(PY) -m bench.bench_inference --out bench/results/inference.json $(ARGS)
+
+bench-gpu: install  ## GPU benchmark (< 10 min): MiniLM training MFU in bf16, DDP on one device, eval throughput, student vs teacher -> bench/results_gpu.json; without CUDA one line, exit 0
+	$(PY) -m bench.bench_gpu $(ARGS)
 
 clean:  ## Remove outputs and caches (keeps .venv)
 	rm -rf logs outputs .cache .pytest_cache .ruff_cache

@@ -98,6 +98,8 @@ def _test_and_report(
     """
     loader = datamodule.eval_dataloader(split)
     module.use_data_regions(datamodule.region_names)
+    # the fast scorer (inference.mode) is built at test start, after the weights to test load
+    module.use_inference(**(plain(cfg.get("inference")) or {}))
     trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False)
     model_metrics = _scalars(trainer.callback_metrics, "test/")
     if not trainer.is_global_zero:  # DDP: metrics above are synced; rank 0 alone reports

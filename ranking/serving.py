@@ -239,11 +239,21 @@ def build_product_index(
 # ---------------------------------------------------------------------------------------- ranking
 @torch.no_grad()
 def score_cross_encoder(
-    module: RankingModule, datamodule: Any, split: str, device: str = "cpu"
+    module: RankingModule,
+    datamodule: Any,
+    split: str,
+    device: str = "cpu",
+    inference: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows [N], scores [N, K])`` of every pair of ``split``'s lists, by the cross-encoder."""
+    """``(rows [N], scores [N, K])`` of every pair of ``split``'s lists, by the cross-encoder.
+
+    ``inference``: ``{mode, chunk_size}`` for :class:`ranking.inference.FastCrossEncoder`
+    (default: ``auto``).
+    """
     module = module.to(device).eval()
     module.use_data_regions(datamodule.region_names)
+    module.use_inference(**(inference or {}))
+    module.prepare_inference()
     rows, scores = [], []
     for batch in datamodule.eval_dataloader(split):
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -613,8 +623,10 @@ def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         rows, scores = _rank_with_student(cfg, module, datamodule, split, ckpt, summary)
     else:
         start = time.perf_counter()
-        rows, scores = score_cross_encoder(module, datamodule, split, device)
+        inference = dict(cfg.get("inference") or {})
+        rows, scores = score_cross_encoder(module, datamodule, split, device, inference)
         summary["seconds"] = round(time.perf_counter() - start, 3)
+        summary["inference_mode"] = module.fast_scorer.mode if module.fast_scorer else "fp32"
 
     frame = scores_frame(datamodule, rows, scores, module.task_names, rank_by)
     frame.write_parquet(output_dir / "scores.parquet")
