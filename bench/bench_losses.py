@@ -13,7 +13,8 @@ mask)``, which checks its inputs), with the options that reproduce allRank (``al
 the same computation, and the values are compared).
 
 Repetitions of the two are interleaved in rounds (each round times both, in an order that
-alternates), so that load from other jobs on a shared machine falls on both; the medians of all
+alternates, after one untimed pass, with garbage collection off as ``timeit`` does), so that
+load from other jobs on a shared machine falls on both; the medians of all
 repetitions and their ratio (ours / allRank; < 1 = ours faster) are reported. Where allRank's
 environment is missing the comparison is skipped with one line and the rest runs.
 
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -309,11 +311,11 @@ def _compare_one(
         for key in order if r % 2 == 0 else order[::-1]:
             if key == "allrank":
                 reply = worker.ask(
-                    cmd="time", loss=allrank_name, kwargs=kwargs, reps=per_round[key], warmup=0
+                    cmd="time", loss=allrank_name, kwargs=kwargs, reps=per_round[key], warmup=1
                 )
                 times[key] += reply["seconds"]
             else:
-                times[key] += _timed(ours, inputs, per_round[key])
+                times[key] += _timed(ours, inputs, per_round[key], warmup=1)
     medians = {key: statistics.median(values) for key, values in times.items()}
     ours_value = float(ours(*inputs))
     return {
@@ -336,12 +338,20 @@ def _compare_one(
     }
 
 
-def _timed(fn: Callable[..., torch.Tensor], inputs, reps: int) -> list[float]:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
+def _timed(fn: Callable[..., torch.Tensor], inputs, reps: int, warmup: int) -> list[float]:
+    """``warmup`` untimed then ``reps`` timed passes, garbage collection off (as ``timeit``; the
+    allRank worker times the same way)."""
+    for _ in range(warmup):
         _step(fn, *inputs)
-        times.append(time.perf_counter() - start)
+    times = []
+    gc.disable()
+    try:
+        for _ in range(reps):
+            start = time.perf_counter()
+            _step(fn, *inputs)
+            times.append(time.perf_counter() - start)
+    finally:
+        gc.enable()
     return times
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -250,6 +251,47 @@ def list_coefficients(
     if reduction == "sum":
         return weights
     return weights / weights.sum().clamp(min=1)
+
+
+class FusedInputs(NamedTuple):
+    """What the losses that run as one autograd Function need, from :func:`fused_inputs`."""
+
+    labels: Tensor  #: validated labels in the scores' dtype (0 at padding when ``cleaned``)
+    real: Tensor  #: the mask as 0/1 in the scores' dtype
+    coef: Tensor | float  #: per-list weights of the reduction (:func:`list_coefficients`)
+    finite: bool  #: every score and label is finite, padding included: mask with arithmetic
+    cleaned: bool
+
+
+def fused_inputs(
+    scores: Tensor, labels: Tensor, mask: Tensor, loss: str, empty_lists: str, reduction: str
+) -> FusedInputs:
+    """Validation, list weights and reduction coefficients in one call (the fused losses' input
+    stage: :func:`validate`, :func:`keep_lists` and :func:`list_coefficients`, inlined, since
+    every Python call costs a measurable share of a loss that takes ~0.1 ms)."""
+    check_structure(scores, labels, mask, loss)
+    check_choice("empty_lists", empty_lists, EMPTY_LISTS, loss)
+    check_choice("reduction", reduction, REDUCTIONS, loss)
+    labels = labels.detach().to(scores.dtype)
+    # check_values' common path, inlined
+    if scores.numel() and _all_valid(torch.add(labels, scores.detach(), alpha=0)):
+        finite, cleaned = True, None
+    else:
+        finite, cleaned = check_values(scores, labels, mask, loss)
+    real = mask.view(torch.uint8).to(scores.dtype)
+    if empty_lists == "count":
+        keep = real.amax(dim=-1)
+    elif cleaned is not None:
+        keep = cleaned.amax(dim=-1)
+    else:  # finite everywhere: masking is a product
+        keep = (labels * real).amax(dim=-1)
+    if keep.numel() and keep.amin().item() > 0:  # all lists kept: list_coefficients' common path
+        coef: Tensor | float = 1.0 if reduction == "sum" else 1.0 / keep.numel()
+    else:
+        coef = list_coefficients(keep, reduction, loss, scores.dtype)
+    if cleaned is not None:
+        labels = cleaned
+    return FusedInputs(labels, real, coef, finite, cleaned is not None)
 
 
 def has_positive(labels: Tensor, mask: Tensor) -> Tensor:

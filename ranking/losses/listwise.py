@@ -14,8 +14,7 @@ from torch import Tensor
 
 from ranking.losses._dcg import check_k, ideal_dcg
 from ranking.losses._pipeline import (
-    check_structure,
-    check_values,
+    fused_inputs,
     keep_lists,
     large_negative,
     list_coefficients,
@@ -110,37 +109,37 @@ class _ListNet(torch.autograd.Function):
             logits = torch.where(mask, scores, neg)
             target_logits = torch.where(mask, gains, neg)
         p = torch.softmax(logits, dim=-1)
+        # w = -c * t: the target scaled by minus each list's coefficient, so that the value is a
+        # plain dot product sum_i w_i log q_i and the gradient needs no further scaling
         target = torch.softmax(target_logits, dim=-1)
-        if isinstance(coef, Tensor):  # some lists dropped: scale each list's target
-            target, scale = target * coef[:, None], -1.0
+        if isinstance(coef, Tensor):  # some lists dropped
+            w, total = target.mul_(-coef[:, None]), None
         else:
-            scale = -coef
+            w, total = target.mul_(-coef), -coef  # rows of t sum to 1: rows of w to -c
         if eps > 0:
             q = p + eps
-            value = torch.dot(target.reshape(-1), q.log().reshape(-1)).mul_(scale)
-            ctx.save_for_backward(p, target, q)
+            ctx.save_for_backward(p, w, q)
+            value = torch.dot(w.reshape(-1), q.log().reshape(-1))
         else:
             # log p = logits - lse, lse = max(logits) - log(max p): exact, one softmax only
             lse = logits.amax(dim=-1) - p.amax(dim=-1).log()
-            log_p = logits - lse[:, None]
-            value = torch.dot(target.reshape(-1), log_p.reshape(-1)).mul_(scale)
-            ctx.save_for_backward(p, target, coef if isinstance(coef, Tensor) else None)
-        ctx.eps, ctx.scale = eps, scale
+            ctx.save_for_backward(p, w, None)
+            value = torch.dot(w.reshape(-1), (logits - lse[:, None]).reshape(-1))
+        ctx.eps, ctx.total = eps, total
         return value
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         no_double_backward("listnet")
-        p, target, extra = ctx.saved_tensors
-        # d = gradient of sum_i t_i log q_i; the value is that times ``scale``
-        if ctx.eps > 0:
-            pg = (target / extra).mul_(p)  # p_j g_j, extra = p + eps
+        p, w, q = ctx.saved_tensors
+        if ctx.eps > 0:  # p_j (g_j - sum_i g_i p_i), g = w / q
+            pg = (w / q).mul_(p)
             d = torch.addcmul(pg, p, pg.sum(dim=-1, keepdim=True), value=-1)
-        elif extra is None:
-            d = target - p
-        else:  # target rows sum to the list coefficients
-            d = target - p * extra[:, None]
-        return d.mul_(grad * ctx.scale), None, None, None, None, None
+        elif ctx.total is not None:  # w_j - p_j sum_i w_i
+            d = torch.add(w, p, alpha=-ctx.total)
+        else:
+            d = torch.addcmul(w, p, w.sum(dim=-1, keepdim=True), value=-1)
+        return d.mul_(grad), None, None, None, None, None
 
 
 class _ListMLE(torch.autograd.Function):
@@ -185,7 +184,7 @@ class _ListMLE(torch.autograd.Function):
         pad_sorted = 1.0 - real_sorted
         if eps > 0:
             c = c + eps
-        elif (c + pad_sorted).amin().item() < scores.shape[-1] * finfo.tiny / finfo.eps:
+        elif c.numel() and (c + pad_sorted).amin().item() < c.shape[-1] * finfo.tiny / finfo.eps:
             return _ListMLE._forward_exact(ctx, s_sorted, real_sorted, order, coef)
         inv = (c + pad_sorted).reciprocal_()  # 1 at padded positions
         # real: log c_i + M - s_i; padded: (log 1 + M - neg) * 0
@@ -309,17 +308,12 @@ def listnet(
         >>> round(float(listnet(s, y, torch.ones_like(s, dtype=torch.bool))), 4)
         0.6648
     """
-    check_structure(scores, labels, mask, "listnet")
-    labels = labels.detach().to(scores.dtype)
-    finite, cleaned = check_values(scores, labels, mask, "listnet")
-    labels = labels if cleaned is None else cleaned
+    inputs = fused_inputs(scores, labels, mask, "listnet", empty_lists, reduction)
+    gains = validated_gains(gain, inputs.labels, mask)
     # When every value is finite, padding included, masking is arithmetic (see _ListNet), except
     # for 2**y - 1, which may overflow at a padded position.
-    real = mask_as(mask, scores.dtype) if finite and gain != "exp2" else None
-    keep = keep_lists(labels, mask, empty_lists, "listnet", cleaned=cleaned is not None, real=real)
-    coef = list_coefficients(keep, reduction, "listnet", scores.dtype)
-    gains = validated_gains(gain, labels, mask)
-    return _ListNet.apply(scores, gains, mask, coef, float(eps), real)
+    real = inputs.real if inputs.finite and gain != "exp2" else None
+    return _ListNet.apply(scores, gains, mask, inputs.coef, float(eps), real)
 
 
 def listmle(
@@ -362,21 +356,10 @@ def listmle(
         >>> round(float(listmle(s, y, torch.ones_like(s, dtype=torch.bool))), 4)
         0.1269
     """
-    check_structure(scores, labels, mask, "listmle")
-    labels = labels.detach().to(scores.dtype)
-    finite, cleaned = check_values(scores, labels, mask, "listmle")
-    labels = labels if cleaned is None else cleaned
-    real = mask_as(mask, scores.dtype)
-    keep = keep_lists(
-        labels,
-        mask,
-        empty_lists,
-        "listmle",
-        cleaned=cleaned is not None,
-        real=real if finite else None,
+    inputs = fused_inputs(scores, labels, mask, "listmle", empty_lists, reduction)
+    return _ListMLE.apply(
+        scores, inputs.labels, mask, inputs.real, inputs.coef, float(eps), inputs.finite
     )
-    coef = list_coefficients(keep, reduction, "listmle", scores.dtype)
-    return _ListMLE.apply(scores, labels, mask, real, coef, float(eps), finite)
 
 
 def approx_ndcg(

@@ -100,3 +100,11 @@ def test_every_loss_rejects_a_negative_label_but_not_negative_padding(name: str)
     labels[2, 0] = -0.5
     with pytest.raises(ValueError, match=f"{name}: labels are negative at 1 real positions"):
         LOSSES[name](scores, labels, mask)
+
+
+@pytest.mark.parametrize("name", ["listnet", "softmax_ce", "listmle", "approx_ndcg"])
+def test_an_empty_batch_gives_zero(name: str) -> None:
+    scores = torch.zeros(0, 5, requires_grad=True)
+    value = LOSSES[name](scores, torch.zeros(0, 5), torch.zeros(0, 5, dtype=torch.bool))
+    value.backward()
+    assert value.item() == 0.0 and scores.grad.shape == (0, 5)
