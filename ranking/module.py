@@ -173,7 +173,7 @@ class RankingModule(ListwiseRanker):
             self.fit_region_feature_stats(stats["mean"], stats["std"])
 
     # ------------------------------------------------------------------ fast inference
-    def use_inference(self, mode: str = "auto", chunk_size: int = 64) -> None:
+    def use_inference(self, mode: str = "auto", chunk_size: int = 32) -> None:
         """Score test and predict batches with a :class:`~ranking.inference.FastCrossEncoder`.
 
         It is built when testing or predicting starts (after Lightning has loaded the weights

@@ -100,6 +100,8 @@ def test_onnx_matches_pytorch(scorer, pairs) -> None:
 
 def test_resolve_mode() -> None:
     assert resolve_mode("auto", "cpu") == inference.AUTO_MODE
+    assert resolve_mode("auto", "cpu", hidden_size=384) == inference.AUTO_MODE  # MiniLM
+    assert resolve_mode("auto", "cpu", hidden_size=128) == "fp32"  # tiny_bert
     assert resolve_mode("auto", "cuda") == "fp32"
     assert resolve_mode("int8", "cpu") == "int8"
     with pytest.raises(ConfigError, match=r"inference.mode must be one of .*'int8'.*got 'int4'"):
