@@ -13,7 +13,7 @@ mask)``, which checks its inputs), with the options that reproduce allRank (``al
 the same computation, and the values are compared).
 
 Repetitions of the two are interleaved in rounds (each round times both, in an order that
-alternates, after one untimed pass, with garbage collection off as ``timeit`` does), so that
+alternates, after untimed passes, with garbage collection off as ``timeit`` does), so that
 load from other jobs on a shared machine falls on both; the medians of all
 repetitions and their ratio (ours / allRank; < 1 = ours faster) are reported. Where allRank's
 environment is missing the comparison is skipped with one line and the rest runs.
@@ -254,7 +254,8 @@ def compare_allrank(
 ) -> dict[str, Any]:
     """Ours vs allRank, interleaved, on the same tensors (see the module docstring)."""
     budget = budget_s if budget_s is not None else (0.6 if quick else 3.0)
-    min_reps, max_reps = (3, 60) if quick else (5, 400)
+    # fast losses: long blocks, so that switching processes (cold caches) weighs little
+    min_reps, max_reps = (3, 300) if quick else (5, 2000)
     worker = AllRankWorker(python)
     rows = []
     try:
@@ -302,20 +303,27 @@ def _compare_one(
     probe = {"ours": time_step(ours, inputs, cpu, 1, 1)}
     reply = worker.ask(cmd="time", loss=allrank_name, kwargs=kwargs, reps=1, warmup=1)
     probe["allrank"] = reply["seconds"][0]
-    reps = {key: _reps_for(t, budget, min_reps, max_reps) for key, t in probe.items()}
-    per_round = {key: max(1, -(-n // rounds)) for key, n in reps.items()}
+    # the same number of repetitions for both, set by the slower one's time
+    reps = _reps_for(max(probe.values()), budget, min_reps, max_reps)
+    per_round = {key: max(1, -(-reps // rounds)) for key in probe}
     times: dict[str, list[float]] = {key: [] for key in probe}
+    # untimed passes at the start of each block: 3 for fast losses, 1 for slow ones
+    warmup = {key: 3 if probe[key] < 0.01 else 1 for key in probe}
     allrank_value = reply["value"]
     for r in range(rounds):
         order = ["ours", "allrank"]
         for key in order if r % 2 == 0 else order[::-1]:
             if key == "allrank":
                 reply = worker.ask(
-                    cmd="time", loss=allrank_name, kwargs=kwargs, reps=per_round[key], warmup=1
+                    cmd="time",
+                    loss=allrank_name,
+                    kwargs=kwargs,
+                    reps=per_round[key],
+                    warmup=warmup[key],
                 )
                 times[key] += reply["seconds"]
             else:
-                times[key] += _timed(ours, inputs, per_round[key], warmup=1)
+                times[key] += _timed(ours, inputs, per_round[key], warmup=warmup[key])
     medians = {key: statistics.median(values) for key, values in times.items()}
     ours_value = float(ours(*inputs))
     return {

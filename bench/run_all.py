@@ -172,7 +172,7 @@ def summary(results: dict[str, Any]) -> str:
                 continue
             rows.append(
                 (
-                    f"cross-encoder inference, {name} / fp32 pairs/s (NDCG@10 change)",
+                    f"cross-encoder inference {name}: x fp32 pairs/s (NDCG@10 change)",
                     f"{row['speedup']:.2f}x ({row['ndcg@10_change']:+.4f})",
                     ">= 3x (< 0.002)" if name == inf["auto_mode"] else "",
                 )
