@@ -37,7 +37,7 @@ import functools
 import logging
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,28 @@ def resolve_mode(
         log.warning("inference.mode=bf16: this CPU has no bf16 instructions; using fp32")
         return "fp32"
     return mode
+
+
+def inference_options(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``inference`` config group checked: ``{"mode", "chunk_size"}`` with defaults.
+
+    Raises:
+        ConfigError: an unknown key, an unknown mode or a chunk size that is not a positive int,
+            naming ``inference.<key>``.
+    """
+    options: dict[str, Any] = {"mode": "auto", "chunk_size": DEFAULT_CHUNK, **dict(spec or {})}
+    unknown = sorted(set(options) - {"mode", "chunk_size"})
+    if unknown:
+        raise ConfigError(
+            f"inference.{unknown[0]} is not an option; valid keys: inference.mode, "
+            "inference.chunk_size"
+        )
+    if options["mode"] not in MODES:
+        raise ConfigError(f"inference.mode must be one of {list(MODES)}, got {options['mode']!r}")
+    chunk = options["chunk_size"]
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"inference.chunk_size must be a positive int, got {chunk!r}")
+    return options
 
 
 class _PooledEncoder(nn.Module):

@@ -10,7 +10,7 @@ import torch
 from ranking.cross_encoder import CrossEncoder, score_lists
 from ranking.encoders import load_encoder_model, load_tokenizer
 from ranking.errors import ConfigError
-from ranking.inference import FastCrossEncoder
+from ranking.inference import FastCrossEncoder, inference_options
 from ranking.loss_weighting import build_loss_weighting
 from ranking.losses import build_loss
 from ranking.ranker import ListwiseRanker
@@ -180,7 +180,7 @@ class RankingModule(ListwiseRanker):
         to test) or by :meth:`prepare_inference`; training and validation keep the float32
         PyTorch scorer, so the monitored metric does not depend on the inference backend.
         """
-        self.inference = {"mode": mode, "chunk_size": int(chunk_size)}
+        self.inference = inference_options({"mode": mode, "chunk_size": chunk_size})
         self._fast = None
 
     def prepare_inference(self) -> FastCrossEncoder | None:

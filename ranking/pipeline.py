@@ -21,6 +21,7 @@ from ranking.baselines import ScoreFn, random_scorer
 from ranking.config import build_datamodule, build_module, build_trainer, plain, task_list
 from ranking.encoders import load_tokenizer
 from ranking.errors import ConfigError
+from ranking.inference import inference_options
 from ranking.module import RankingModule
 from ranking.per_query import per_query_metrics, summarize, write_per_query
 from ranking.rankings import sample_rankings
@@ -99,7 +100,7 @@ def _test_and_report(
     loader = datamodule.eval_dataloader(split)
     module.use_data_regions(datamodule.region_names)
     # the fast scorer (inference.mode) is built at test start, after the weights to test load
-    module.use_inference(**(plain(cfg.get("inference")) or {}))
+    module.use_inference(**inference_options(plain(cfg.get("inference"))))
     trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False)
     model_metrics = _scalars(trainer.callback_metrics, "test/")
     if not trainer.is_global_zero:  # DDP: metrics above are synced; rank 0 alone reports
@@ -200,6 +201,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if _is_rank_zero():
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
+    inference_options(plain(cfg.get("inference")))  # a typo fails now, not after training
     tasks = task_list(cfg)
     tokenizer = load_tokenizer(plain(cfg.encoder))
     datamodule = build_datamodule(cfg, tokenizer, [t["label"] for t in tasks])

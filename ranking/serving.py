@@ -41,6 +41,7 @@ from ranking.bi_encoder import (
     pair_table,
 )
 from ranking.errors import ConfigError, DataValidationError
+from ranking.inference import inference_options
 from ranking.module import RankingModule
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,7 @@ def score_cross_encoder(
     """
     module = module.to(device).eval()
     module.use_data_regions(datamodule.region_names)
-    module.use_inference(**(inference or {}))
+    module.use_inference(**inference_options(inference))
     module.prepare_inference()
     rows, scores = [], []
     for batch in datamodule.eval_dataloader(split):
@@ -577,6 +578,7 @@ def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
     ckpt = Path(_mandatory(cfg, "ckpt_path", "pass ckpt_path=<checkpoint of a model>"))
     backend = cfg.get("backend", "torch")
+    inference = inference_options(cfg.get("inference"))  # checked before any work
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     module = load_checkpoint(ckpt)
@@ -623,7 +625,6 @@ def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         rows, scores = _rank_with_student(cfg, module, datamodule, split, ckpt, summary)
     else:
         start = time.perf_counter()
-        inference = dict(cfg.get("inference") or {})
         rows, scores = score_cross_encoder(module, datamodule, split, device, inference)
         summary["seconds"] = round(time.perf_counter() - start, 3)
         summary["inference_mode"] = module.fast_scorer.mode if module.fast_scorer else "fp32"

@@ -164,3 +164,14 @@ def test_module_uses_the_fast_scorer_for_test_and_predict_only(pairs) -> None:
     assert not calls
     module.on_validation_start()
     assert module.fast_scorer is None
+
+
+def test_inference_options_name_the_key() -> None:
+    assert inference.inference_options(None) == {"mode": "auto", "chunk_size": 32}
+    assert inference.inference_options({"mode": "int8"})["mode"] == "int8"
+    with pytest.raises(ConfigError, match=r"inference\.chunk is not an option"):
+        inference.inference_options({"chunk": 8})
+    with pytest.raises(ConfigError, match=r"inference\.mode must be one of"):
+        inference.inference_options({"mode": "fp16"})
+    with pytest.raises(ConfigError, match=r"inference\.chunk_size must be a positive int"):
+        inference.inference_options({"chunk_size": "32"})
