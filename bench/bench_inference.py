@@ -53,7 +53,8 @@ def fine_tune(root: Path, steps: int, data: str) -> tuple[Path, Path]:
 
     Learning rate 1e-4 (twice ``encoder=minilm_l6``'s): in a few hundred steps the default barely
     separates scores (their spread stays ~0.01), and how much a mode's rounding changes NDCG
-    depends on that spread. Training speed is not measured: it uses every core.
+    depends on that spread. It keeps the caller's threads (``make bench``: one): with two threads
+    on a busy 2-core machine every operator can stall at an OpenMP barrier.
     """
     run_dir = root / "minilm"
     overrides = [
@@ -71,7 +72,7 @@ def fine_tune(root: Path, steps: int, data: str) -> tuple[Path, Path]:
     ]
     if data == "homedepot":
         overrides += ["data/engagement=none", "tasks.order=[relevance]"]
-    env = {**os.environ, "SHOPRANK_DATA_DIR": _data_dir(), "OMP_NUM_THREADS": str(os.cpu_count())}
+    env = {**os.environ, "SHOPRANK_DATA_DIR": _data_dir()}
     command = [sys.executable, "-m", "experiments.train", *overrides]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
     return run_dir / "checkpoints" / "last.ckpt", run_dir / "config.yaml"

@@ -54,10 +54,11 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "fp32", "bf16", "int8", "onnx", "onnx_int8")
 #: What ``auto`` resolves to on CPU for an encoder of at least :data:`AUTO_INT8_MIN_HIDDEN` units:
 #: the fastest mode within the NDCG@10 bound in ``bench/bench_inference.py`` (README,
-#: "Performance": 4.1x float32 at +0.0004 NDCG@10 on 1,248 held-out Home Depot lists, fine-tuned
-#: MiniLM). Smaller encoders get ``fp32`` (length-sorted chunks, exact): on the tiny random-init
-#: test model int8 moved test NDCG@10 by 0.01. int8 uses PyTorch's eager dynamic quantisation,
-#: deprecated upstream in favour of torchao; where it is unavailable it falls back to fp32.
+#: "Performance": about 4x float32 within 0.001 NDCG@10 on 1,248 held-out Home Depot lists,
+#: fine-tuned MiniLM). Smaller encoders get ``fp32`` (length-sorted chunks, exact): on the tiny
+#: random-init test model int8 moved test NDCG@10 by 0.01. int8 uses PyTorch's eager dynamic
+#: quantisation, deprecated upstream in favour of torchao; where it is unavailable it falls back
+#: to fp32.
 AUTO_MODE = "int8"
 AUTO_INT8_MIN_HIDDEN = 256
 DEFAULT_CHUNK = 32
