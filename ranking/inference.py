@@ -298,6 +298,9 @@ class FastCrossEncoder:
         else:
             self.encode = _onnx_encoder(encoder, pooling, quantize=self.mode == "onnx_int8")
         self.hidden_size = int(scorer.tower.hidden_size)
+        # what newer scorers add around the encoder, applied the same way when present
+        self.prior = getattr(scorer, "prior", None)
+        self.uses_types = bool(getattr(scorer, "uses_token_type_ids", True))
 
     @torch.inference_mode()
     def __call__(
@@ -307,11 +310,19 @@ class FastCrossEncoder:
         token_type_ids: Tensor | None,
         region: Tensor,
         region_features: Tensor | None = None,
+        pair_features: Tensor | None = None,
     ) -> TowerOutput:
-        h = self.pooled(input_ids, attention_mask, token_type_ids)
-        if region_features is None:
-            return self.tower(h, region)
-        return self.tower(h, region, region_features)
+        h = self.pooled(input_ids, attention_mask, token_type_ids if self.uses_types else None)
+        out = (
+            self.tower(h, region)
+            if region_features is None
+            else self.tower(h, region, region_features)
+        )
+        if self.prior is None:  # a scorer with a score prior adds it as the scorer does
+            return out
+        if pair_features is None:
+            raise ConfigError("the model has a score prior but the batch carries no pair_features")
+        return out._replace(scores=out.scores + self.prior(pair_features).to(out.scores.dtype))
 
     def pooled(self, input_ids: Tensor, attention_mask: Tensor, types: Tensor | None) -> Tensor:
         """``[N, H]`` pooled encoder outputs, in the order of the inputs."""

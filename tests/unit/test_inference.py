@@ -175,3 +175,30 @@ def test_inference_options_name_the_key() -> None:
         inference.inference_options({"mode": "fp16"})
     with pytest.raises(ConfigError, match=r"inference\.chunk_size must be a positive int"):
         inference.inference_options({"chunk_size": "32"})
+
+
+def test_a_score_prior_and_missing_segment_ids_are_honoured(scorer, pairs) -> None:
+    """Scorers that add a prior on pair features, or whose encoder takes no token_type_ids,
+    are scored the same way by the fast scorer."""
+    import copy
+
+    with_prior = copy.deepcopy(scorer)
+    with_prior.prior = torch.nn.Linear(1, 2)
+    with_prior.uses_token_type_ids = False
+    features = torch.arange(6.0)[:, None]
+    fast = FastCrossEncoder(with_prior, "fp32", chunk_size=4)
+    got = fast(
+        pairs["input_ids"],
+        pairs["attention_mask"],
+        pairs["token_type_ids"],
+        pairs["region"],
+        pair_features=features,
+    ).scores
+    with torch.inference_mode():
+        h = with_prior.encoder(
+            input_ids=pairs["input_ids"], attention_mask=pairs["attention_mask"]
+        ).last_hidden_state[:, 0]
+        want = with_prior.tower(h, pairs["region"]).scores + with_prior.prior(features)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="score prior but the batch carries no pair_features"):
+        fast(pairs["input_ids"], pairs["attention_mask"], None, pairs["region"])
