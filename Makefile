@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-finetune bench-framework bench-memory reproduce reproduce-quick smoke export check-inputs
+.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-finetune bench-framework bench-memory bench-inference bench-gpu allrank-venv reproduce reproduce-quick smoke export check-inputs
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
@@ -111,8 +111,16 @@ format: install  ## ruff fix + format
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench-losses: install  ## Forward+backward time and memory of every loss vs a per-list loop
-	$(PY) -m bench.bench_losses --out bench/results/losses.json $(ARGS)
+ALLRANK_VENV ?= .venv-allrank
+ALLRANK_SETUP ?= ../shared/tools/setup_allrank_venv.sh
+allrank-venv:  ## allRank 1.4.3's losses in a side environment (.venv-allrank) for bench-losses, if the setup script is there
+	@if [ -x $(ALLRANK_VENV)/bin/python ]; then echo "allRank environment: $(ALLRANK_VENV)"; \
+	elif [ -f $(ALLRANK_SETUP) ]; then bash $(ALLRANK_SETUP) $(ALLRANK_VENV) \
+		|| echo "allRank environment could not be made: benchmarks run without it"; \
+	else echo "no $(ALLRANK_SETUP): benchmarks run without allRank"; fi
+
+bench-losses: install allrank-venv  ## Every loss: time and memory vs a per-list loop, and the six allRank has vs allRank (same tensors, one run)
+	OMP_NUM_THREADS=1 $(PY) -m bench.bench_losses --out bench/results/losses.json --allrank-python $(ALLRANK_VENV)/bin/python $(ARGS)
 
 bench-latency: install  ## Teacher vs student per-query latency + NDCG@10 (newest distill run unless ARGS="--student .. --teacher ..")
 	OMP_NUM_THREADS=1 $(PY) -m bench.bench_latency --out bench/results/latency.json --onnx $(ARGS)
@@ -126,8 +134,14 @@ bench-framework: install  ## Lightning vs bare-loop throughput; data pipeline vs
 bench-memory: install  ## Peak RSS of the default experiment
 	$(PY) -m bench.bench_memory --out bench/results/memory.json $(ARGS)
 
-bench: install  ## Every benchmark in one go -> bench/results.json + bench/results.md (ARGS=--quick: ~5 min)
+bench: install allrank-venv  ## Every benchmark in one go -> bench/results.json + bench/results.md (ARGS=--quick: a few min)
 	OMP_NUM_THREADS=1 $(PY) -m bench.run_all $(ARGS)
+
+bench-inference: install  ## Cross-encoder CPU inference: every inference.mode vs fp32 (pairs/s, NDCG@10 change)
+	OMP_NUM_THREADS=1 $(PY) -m bench.bench_inference --out bench/results/inference.json $(ARGS)
+
+bench-gpu: install  ## GPU benchmark (< 10 min): MiniLM training MFU in bf16, DDP on one device, eval throughput, student vs teacher -> bench/results_gpu.json; without CUDA one line, exit 0
+	$(PY) -m bench.bench_gpu $(ARGS)
 
 clean:  ## Remove outputs and caches (keeps .venv)
 	rm -rf logs outputs .cache .pytest_cache .ruff_cache

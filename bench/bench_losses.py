@@ -1,6 +1,22 @@
-"""Benchmark every loss: forward+backward time and peak memory, vectorised vs per-list loop.
+"""Benchmark every loss: forward+backward time and peak memory, vectorised vs per-list loop, and
+the six losses allRank also has against allRank 1.4.3 itself, on the same tensors in one run.
 
-Run: ``python -m bench.bench_losses [--out bench/results/losses.json] [--quick]``.
+Run: ``python -m bench.bench_losses [--out bench/results/losses.json] [--quick]
+[--allrank-python .venv-allrank/bin/python]``.
+
+**Against allRank** (``make allrank-venv`` puts allRank into a side environment with
+``../shared/tools/setup_allrank_venv.sh``: its pins cannot be installed beside this project). A
+worker process in that environment (``bench/allrank_worker.py``, one thread) receives the same
+tensors (``torch.save``; padding marked ``y_true = -1`` as allRank expects) and times allRank's
+function; this process times ours, as training calls it (``build_loss(name, **options)(s, y,
+mask)``, which checks its inputs), with the options that reproduce allRank (``allrank_options``:
+the same computation, and the values are compared).
+
+Repetitions of the two are interleaved in rounds (each round times both, in an order that
+alternates, after untimed passes, with garbage collection off as ``timeit`` does), so that
+load from other jobs on a shared machine falls on both; the medians of all
+repetitions and their ratio (ours / allRank; < 1 = ours faster) are reported. Where allRank's
+environment is missing the comparison is skipped with one line and the rest runs.
 
 For B=64 lists of L=50 and L=200 items (about 20% padding, graded labels 0-3, float32), each
 loss with its default options is timed on CPU (and CUDA when available) against the
@@ -30,11 +46,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -44,13 +63,24 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ranking.losses import LOSSES, build_loss
+from ranking.losses import LOSSES, allrank_options, build_loss
 from ranking.losses._naive import NAIVE_LOSSES
 
 BATCH = 64
 LENGTHS = (50, 200)
 #: Options per loss for the benchmark (defaults otherwise); graded labels need max_label for BCE.
 OPTIONS: dict[str, dict[str, Any]] = {"bce": {"max_label": 3.0}}
+#: Our loss -> (allRank function, its keyword arguments). LambdaLoss with the paper's best scheme.
+ALLRANK: dict[str, tuple[str, dict[str, Any]]] = {
+    "approx_ndcg": ("approxNDCGLoss", {}),
+    "listnet": ("listNet", {}),
+    "listmle": ("listMLE", {}),
+    "ranknet": ("rankNet", {}),
+    "lambdaloss": ("lambdaLoss", {"weighing_scheme": "ndcgLoss2PP_scheme"}),
+    "neural_ndcg": ("neuralNDCG", {}),
+}
+DEFAULT_ALLRANK_PYTHON = Path(".venv-allrank/bin/python")
+WORKER = Path(__file__).with_name("allrank_worker.py")
 
 
 def make_batch(
@@ -181,6 +211,182 @@ def run(quick: bool, repeats: int | None, devices: list[torch.device]) -> dict[s
     }
 
 
+class AllRankWorker:
+    """A process in allRank's environment that times its losses (``bench/allrank_worker.py``)."""
+
+    def __init__(self, python: Path) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+        self.proc = subprocess.Popen(
+            [str(python), str(WORKER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+
+    def ask(self, **request: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("allRank worker exited")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"allRank worker: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def _reps_for(seconds_per_call: float, budget_s: float, min_reps: int, max_reps: int) -> int:
+    return int(min(max_reps, max(min_reps, budget_s / max(seconds_per_call, 1e-6))))
+
+
+def compare_allrank(
+    python: Path, quick: bool, rounds: int = 5, budget_s: float | None = None
+) -> dict[str, Any]:
+    """Ours vs allRank, interleaved, on the same tensors (see the module docstring)."""
+    budget = budget_s if budget_s is not None else (0.6 if quick else 3.0)
+    # fast losses: long blocks, so that switching processes (cold caches) weighs little
+    min_reps, max_reps = (3, 300) if quick else (5, 2000)
+    worker = AllRankWorker(python)
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="shoprank-allrank-") as scratch:
+            for size in LENGTHS:
+                scores, labels, mask = make_batch(BATCH, size, torch.device("cpu"))
+                path = Path(scratch) / f"batch{size}.pt"
+                torch.save({"y_pred": scores, "y_true": torch.where(mask, labels, -1.0)}, path)
+                info = worker.ask(cmd="load", path=str(path))
+                for name, (allrank_name, kwargs) in ALLRANK.items():
+                    rows.append(
+                        _compare_one(
+                            worker,
+                            name,
+                            allrank_name,
+                            kwargs,
+                            (scores, labels, mask),
+                            rounds,
+                            budget,
+                            min_reps,
+                            max_reps,
+                        )
+                    )
+                    print(_format_allrank_row(rows[-1]), flush=True)
+    finally:
+        worker.close()
+    return {"allrank_torch": info.get("torch"), "rounds": rounds, "rows": rows}
+
+
+def _compare_one(
+    worker: AllRankWorker,
+    name: str,
+    allrank_name: str,
+    kwargs: dict[str, Any],
+    inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    rounds: int,
+    budget: float,
+    min_reps: int,
+    max_reps: int,
+) -> dict[str, Any]:
+    cpu = torch.device("cpu")
+    options = allrank_options(name, **kwargs)
+    ours = build_loss(name, **options)
+    # calibration: one timed pass of each (after a warm-up pass) sets the repetitions
+    probe = {"ours": time_step(ours, inputs, cpu, 1, 1)}
+    reply = worker.ask(cmd="time", loss=allrank_name, kwargs=kwargs, reps=1, warmup=1)
+    probe["allrank"] = reply["seconds"][0]
+    # the same number of repetitions for both, set by the slower one's time
+    reps = _reps_for(max(probe.values()), budget, min_reps, max_reps)
+    per_round = {key: max(1, -(-reps // rounds)) for key in probe}
+    times: dict[str, list[float]] = {key: [] for key in probe}
+    # untimed passes at the start of each block: 3 for fast losses, 1 for slow ones
+    warmup = {key: 3 if probe[key] < 0.01 else 1 for key in probe}
+    allrank_value = reply["value"]
+    for r in range(rounds):
+        order = ["ours", "allrank"]
+        for key in order if r % 2 == 0 else order[::-1]:
+            if key == "allrank":
+                reply = worker.ask(
+                    cmd="time",
+                    loss=allrank_name,
+                    kwargs=kwargs,
+                    reps=per_round[key],
+                    warmup=warmup[key],
+                )
+                times[key] += reply["seconds"]
+            else:
+                times[key] += _timed(ours, inputs, per_round[key], warmup=warmup[key])
+    medians = {key: statistics.median(values) for key, values in times.items()}
+    ours_value = float(ours(*inputs))
+    return {
+        "loss": name,
+        "list_size": inputs[0].shape[-1],
+        "batch": inputs[0].shape[0],
+        "allrank_function": allrank_name,
+        "allrank_kwargs": kwargs,
+        "options": options,
+        "allrank_ms": medians["allrank"] * 1e3,
+        "ours_ms": medians["ours"] * 1e3,
+        "ratio": medians["ours"] / medians["allrank"],
+        "reps": {key: len(values) for key, values in times.items()},
+        "value": ours_value,
+        "allrank_value": allrank_value,
+        # allRank's ListMLE breaks label ties at random (graded labels here have many)
+        "value_rel_diff": None
+        if name == "listmle"
+        else abs(ours_value - allrank_value) / max(abs(allrank_value), 1e-12),
+    }
+
+
+def _timed(fn: Callable[..., torch.Tensor], inputs, reps: int, warmup: int) -> list[float]:
+    """``warmup`` untimed then ``reps`` timed passes, garbage collection off (as ``timeit``; the
+    allRank worker times the same way)."""
+    for _ in range(warmup):
+        _step(fn, *inputs)
+    times = []
+    gc.disable()
+    try:
+        for _ in range(reps):
+            start = time.perf_counter()
+            _step(fn, *inputs)
+            times.append(time.perf_counter() - start)
+    finally:
+        gc.enable()
+    return times
+
+
+ALLRANK_HEADER = (
+    f"{'loss':<12} {'L':>4} {'allRank ms':>10} {'ours ms':>9} {'ratio':>6} {'reps':>5} "
+    f"{'value diff':>10}"
+)
+
+
+def _format_allrank_row(row: dict[str, Any]) -> str:
+    diff = "ties" if row["value_rel_diff"] is None else f"{row['value_rel_diff']:.1e}"
+    return (
+        f"{row['loss']:<12} {row['list_size']:>4} {row['allrank_ms']:>10.3f} "
+        f"{row['ours_ms']:>9.3f} {row['ratio']:>6.2f} {min(row['reps'].values()):>5} {diff:>10}"
+    )
+
+
+def resolve_allrank_python(given: Path | None) -> Path | None:
+    """The allRank environment's Python: ``--allrank-python``, ``$SHOPRANK_ALLRANK_PYTHON`` or
+    ``.venv-allrank/bin/python``; None when none of them exists."""
+    env = os.environ.get("SHOPRANK_ALLRANK_PYTHON")
+    for candidate in (given, Path(env) if env else None, DEFAULT_ALLRANK_PYTHON):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
 HEADER = (
     f"{'loss':<12} {'dev':<4} {'L':>4} {'vec ms':>9} {'naive ms':>9} {'ratio':>7} "
     f"{'vec MB':>8} {'naive MB':>9}"
@@ -205,6 +411,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)"
     )
+    parser.add_argument(
+        "--allrank-python",
+        type=Path,
+        default=None,
+        help="Python of allRank's side environment (default: $SHOPRANK_ALLRANK_PYTHON or "
+        f"{DEFAULT_ALLRANK_PYTHON})",
+    )
+    parser.add_argument(
+        "--allrank-only", action="store_true", help="only the comparison with allRank"
+    )
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -217,9 +433,29 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.get_num_threads()} CPU threads",
         flush=True,
     )
-    print(HEADER)
-    print("-" * len(HEADER), flush=True)
-    result = run(args.quick, args.repeats, devices)
+    if args.allrank_only:
+        result: dict[str, Any] = {"meta": {"quick": args.quick}, "rows": []}
+    else:
+        print(HEADER)
+        print("-" * len(HEADER), flush=True)
+        result = run(args.quick, args.repeats, devices)
+    python = resolve_allrank_python(args.allrank_python)
+    if python is None:
+        print(
+            "allRank is not installed (make allrank-venv, or --allrank-python PATH): "
+            "comparison with allRank skipped"
+        )
+        result["allrank"] = None
+    else:
+        print(f"\nagainst allRank ({python}), same tensors, interleaved, ratio = ours / allRank")
+        print(ALLRANK_HEADER)
+        print("-" * len(ALLRANK_HEADER), flush=True)
+        load = os.getloadavg()[0]
+        result["allrank"] = compare_allrank(python, args.quick)
+        result["allrank"]["load_before"] = load
+        result["allrank"]["load_after"] = os.getloadavg()[0]
+        worst = max(r["ratio"] for r in result["allrank"]["rows"])
+        print(f"worst ratio {worst:.2f} (load average {load:.1f} -> {os.getloadavg()[0]:.1f})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

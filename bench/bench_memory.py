@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,9 +35,15 @@ def measure(overrides: list[str], root: str | None = None) -> dict[str, Any]:
             *overrides,
         ]
         start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=os.environ.copy())
+        # wait4: the peak of this child alone (RUSAGE_CHILDREN would be the largest of every
+        # child this process ever waited for, e.g. an earlier benchmark's MiniLM training)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode:
+            raise subprocess.CalledProcessError(child.returncode, command)
         seconds = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_kib = usage.ru_maxrss
     peak_gb = peak_kib * 1024 / 1e9
     return {
         "command": " ".join(command[1:]),

@@ -10,6 +10,7 @@ import torch
 from ranking.cross_encoder import CrossEncoder, score_lists
 from ranking.encoders import load_encoder_model, load_tokenizer
 from ranking.errors import ConfigError
+from ranking.inference import FastCrossEncoder, inference_options
 from ranking.loss_weighting import build_loss_weighting
 from ranking.losses import build_loss
 from ranking.prior import ScorePrior, check_prior_spec
@@ -119,6 +120,8 @@ class RankingModule(ListwiseRanker):
             if prior_spec
             else None,
         )
+        self.inference: dict[str, Any] | None = None  # set by use_inference
+        self._fast: FastCrossEncoder | None = None
 
     # ------------------------------------------------------------------ region features
     @property
@@ -192,6 +195,37 @@ class RankingModule(ListwiseRanker):
             stats = datamodule.region_feature_stats()
             self.fit_region_feature_stats(stats["mean"], stats["std"])
 
+    # ------------------------------------------------------------------ fast inference
+    def use_inference(self, mode: str = "auto", chunk_size: int = 32) -> None:
+        """Score test and predict batches with a :class:`~ranking.inference.FastCrossEncoder`.
+
+        It is built when testing or predicting starts (after Lightning has loaded the weights
+        to test) or by :meth:`prepare_inference`; training and validation keep the float32
+        PyTorch scorer, so the monitored metric does not depend on the inference backend.
+        """
+        self.inference = inference_options({"mode": mode, "chunk_size": chunk_size})
+        self._fast = None
+
+    def prepare_inference(self) -> FastCrossEncoder | None:
+        """Build the fast scorer from the current weights (when :meth:`use_inference` was set)."""
+        spec = self.inference
+        self._fast = None if spec is None else FastCrossEncoder(self.scorer, **spec)
+        return self._fast
+
+    @property
+    def fast_scorer(self) -> FastCrossEncoder | None:
+        """The scorer test and predict steps use now (None: the float32 PyTorch one)."""
+        return self._fast
+
+    def on_test_start(self) -> None:
+        self.prepare_inference()
+
+    def on_predict_start(self) -> None:
+        self.prepare_inference()
+
+    def on_validation_start(self) -> None:
+        self._fast = None  # weights may change again; tests and predictions rebuild it
+
     # ------------------------------------------------------------------ steps
     def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``([B, L, K] scores, 0 at padded positions; the tower's auxiliary loss)``.
@@ -202,7 +236,9 @@ class RankingModule(ListwiseRanker):
         features = batch.get("region_features")
         if (0 if features is None else features.shape[-1]) != self.region_feature_dim:
             self.check_region_features(0 if features is None else int(features.shape[-1]))
-        return score_lists(self.scorer, batch, self.region_lookup[batch["region"]])
+        fast = self._fast is not None and not self.training and not torch.is_grad_enabled()
+        scorer = self._fast if fast else self.scorer
+        return score_lists(scorer, batch, self.region_lookup[batch["region"]])
 
     def compute_loss(
         self,

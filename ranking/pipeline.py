@@ -35,6 +35,7 @@ from ranking.config import (
 )
 from ranking.encoders import check_max_length, load_tokenizer
 from ranking.errors import ConfigError
+from ranking.inference import inference_options
 from ranking.module import RankingModule
 from ranking.monitor import check_monitor, check_monitor_form
 from ranking.per_query import per_query_metrics, summarize, write_per_query
@@ -153,6 +154,8 @@ def _test_and_report(
     """
     loader = datamodule.eval_dataloader(split)
     module.use_data_regions(datamodule.region_names)
+    # the fast scorer (inference.mode) is built at test start, after the weights to test load
+    module.use_inference(**inference_options(plain(cfg.get("inference"))))
     trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False)
     model_metrics = _scalars(trainer.callback_metrics, "test/")
     if not trainer.is_global_zero:  # DDP: metrics above are synced; rank 0 alone reports
@@ -317,6 +320,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # Read safely (weights_only) and of the right kind before any work; its split is kept.
     start = check_checkpoint(ckpt_path, "ckpt_path", "cross_encoder") if ckpt_path else None
 
+    inference_options(plain(cfg.get("inference")))  # a typo fails now, not after training
     tokenizer = load_tokenizer(plain(cfg.encoder))
     datamodule = build_datamodule(cfg, tokenizer, [t["label"] for t in tasks])
     if start is not None:

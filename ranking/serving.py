@@ -41,6 +41,7 @@ from ranking.bi_encoder import (
 from ranking.checkpoints import check_checkpoint, read_checkpoint
 from ranking.checkpoints import checkpoint_kind as _checkpoint_kind
 from ranking.errors import ConfigError
+from ranking.inference import inference_options
 from ranking.module import RankingModule
 from ranking.prior import attach_prior_features
 from ranking.trec import TrecIds, check_run_name, pair_frame, write_run, write_trec_files
@@ -228,11 +229,21 @@ def build_product_index(
 # ---------------------------------------------------------------------------------------- ranking
 @torch.no_grad()
 def score_cross_encoder(
-    module: RankingModule, datamodule: Any, split: str, device: str = "cpu"
+    module: RankingModule,
+    datamodule: Any,
+    split: str,
+    device: str = "cpu",
+    inference: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows [N], scores [N, K])`` of every pair of ``split``'s lists, by the cross-encoder."""
+    """``(rows [N], scores [N, K])`` of every pair of ``split``'s lists, by the cross-encoder.
+
+    ``inference``: ``{mode, chunk_size}`` for :class:`ranking.inference.FastCrossEncoder`
+    (default: ``auto``).
+    """
     module = module.to(device).eval()
     module.use_data_regions(datamodule.region_names)
+    module.use_inference(**inference_options(inference))
+    module.prepare_inference()
     rows, scores = [], []
     for batch in datamodule.eval_dataloader(split):
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -546,6 +557,7 @@ def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     guard_output_dir(Path(cfg.paths.output_dir), resumable=False)
     ckpt = Path(_mandatory(cfg, "ckpt_path", "pass ckpt_path=<checkpoint of a model>"))
     backend = cfg.get("backend", "torch")
+    inference = inference_options(cfg.get("inference"))  # checked before any work
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     module = load_checkpoint(ckpt)
@@ -595,8 +607,9 @@ def predict(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     else:
         attach_prior_features(module, datamodule)
         start = time.perf_counter()
-        rows, scores = score_cross_encoder(module, datamodule, split, device)
+        rows, scores = score_cross_encoder(module, datamodule, split, device, inference)
         summary["seconds"] = round(time.perf_counter() - start, 3)
+        summary["inference_mode"] = module.fast_scorer.mode if module.fast_scorer else "fp32"
 
     frame = scores_frame(datamodule, rows, scores, module.task_names, rank_by)
     frame.write_parquet(output_dir / "scores.parquet")

@@ -75,6 +75,9 @@ TINY_ENCODER = {
     },
 }
 
+# Real-data recipes (conf/experiment/<name>.yaml): data=<name>, encoder=minilm_l6.
+RECIPES = ("homedepot", "crowdflower", "esci")
+
 # The options of each group that the TINY overrides fit (the first is the group's default).
 FITTING_OPTIONS = {
     "data": ("synthetic",),
@@ -87,10 +90,13 @@ FITTING_OPTIONS = {
 def tiny_overrides(overrides: list[str]) -> list[str]:
     """The TINY overrides that still apply given the groups ``overrides`` choose."""
     chosen = dict(o.split("=", 1) for o in overrides if "=" in o and "." not in o.split("=")[0])
-    if chosen.get("experiment") == "minilm":
+    experiment = chosen.get("experiment")
+    if experiment in ("minilm", *RECIPES):
         chosen.setdefault("encoder", "minilm_l6")
-    if chosen.get("experiment") == "real_mix":
+    if experiment == "real_mix":
         chosen.setdefault("data", "mix")
+    if experiment in RECIPES:
+        chosen.setdefault("data", experiment)
     return [
         override
         for group, group_overrides in TINY.items()

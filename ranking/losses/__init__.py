@@ -12,7 +12,8 @@ Conventions shared by every loss:
 * Ties in scores are broken by original position wherever an order is needed.
 
 Use ``build_loss(name, **options)`` to get a configured callable; ``LOSSES`` maps names to
-functions.
+functions. Every call checks its inputs
+(one fused pass: see ``_pipeline.validate``).
 
 Defaults versus allRank (``allrank_options(name, **allrank_kwargs)`` gives the options that
 reproduce allRank; ``tests/unit/test_losses_reference.py`` checks them against its numbers):

@@ -57,6 +57,14 @@ def extra_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
             "data.splits.val=0",
             "data.splits.test=1",
         ]
+    if (group, option) == ("experiment", "esci"):
+        folder = write_esci_sample(tmp_path / "esci", queries_per_locale=5, products_per_query=4)
+        return [
+            "data=esci",
+            f"data.source.path={folder}",
+            "data.source.max_queries=null",
+            "data.eval_batch_size=4",
+        ]
     if group == "data" and option == "esci":
         folder = write_esci_sample(tmp_path / "esci", queries_per_locale=5, products_per_query=4)
         return [f"data.source.path={folder}", "data.eval_batch_size=4"]
@@ -96,6 +104,8 @@ REAL_DATA = {
     ("data", "crowdflower"): ["crowdflower"],
     ("data", "mix"): ["homedepot", "crowdflower"],
     ("experiment", "real_mix"): ["homedepot", "crowdflower"],
+    ("experiment", "homedepot"): ["homedepot"],
+    ("experiment", "crowdflower"): ["crowdflower"],
 }
 
 
@@ -109,8 +119,10 @@ def real_data_overrides(option: str) -> list[str]:
         if option in ("mix", "real_mix")
         else ["data.source"]
     )
+    # The recipe's own data group on the command line keeps the synthetic TINY keys out.
+    data = {"real_mix": "mix", "homedepot": "homedepot", "crowdflower": "crowdflower"}
     return [
-        *(["data=mix"] if option == "real_mix" else []),  # keeps the synthetic TINY keys out
+        *([f"data={data[option]}"] if (("experiment", option) in REAL_DATA) else []),
         f"paths.data_dir={SHARED / 'data'}",
         *[f"{node}.max_queries=12" for node in nodes],
         "data.eval_batch_size=4",

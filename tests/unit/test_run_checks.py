@@ -122,7 +122,7 @@ def test_the_mean_warns_for_a_task_without_positives(caplog) -> None:
 def test_a_val_monitor_needs_a_val_split() -> None:
     data = _data(True)
     data.lists = {}
-    with pytest.raises(ConfigError, match="needs a validation split"):
+    with pytest.raises(ConfigError, match="needs validation lists"):
         check_monitor("val/ndcg@10", NAMES, data, TASKS)
 
 
