@@ -162,9 +162,12 @@ class Plan:
         slug = slug or _slug(merged, self.base)
         run_dir = self.work / dataset / "train" / slug / f"seed_{seed}"
         name = f"{dataset} train {slug} seed={seed}"
+        data = self.data_overrides(dataset)
+        if "encoder" in merged:  # the variant picks the encoder: the dataset's choice steps aside
+            data = [o for o in data if not o.startswith("encoder=")]
         argv = [
             "experiments.train",
-            *self.data_overrides(dataset),
+            *data,
             *self.cfg.train_overrides,
             *self.cfg.job_overrides,
             *_kv(merged),
@@ -250,8 +253,16 @@ class Plan:
             name, out, "latency.json", _argv_fn(argv, None), (after,), exclusive=True
         )
 
+    def dataset_encoder(self, dataset: str) -> str:
+        """The encoder group a dataset's runs use: its ``encoder=`` override, else tiny_bert."""
+        chosen = [
+            o.split("=", 1)[1] for o in self.data_overrides(dataset) if o.startswith("encoder=")
+        ]
+        return chosen[-1] if chosen else "tiny_bert"
+
     def _plan_pretrain(self, study: str, dataset: str, spec: DictConfig) -> dict[str, Variant]:
-        encoder = str(spec.get("encoder", "tiny_bert"))
+        # The generic encoder is the dataset's own (studies.pretraining.encoder overrides it).
+        encoder = str(spec.get("encoder") or self.dataset_encoder(dataset))
         encoder_cfg = OmegaConf.load(REPO / "conf" / "encoder" / f"{encoder}.yaml")
         pre_dir = self.work / dataset / "pretrain" / encoder
         pre_name = f"{dataset} pretrain {encoder}"
@@ -259,16 +270,22 @@ class Plan:
             "experiments.pretrain",
             *[o for o in self.data_overrides(dataset) if o.startswith("data")],
             f"encoder={encoder}",
+            *self.cfg.datasets[dataset].get("pretrain_overrides", []),
             *spec.get("pretrain_overrides", []),
             f"seed={self.seeds[0]}",
         ]
         self.jobs[pre_name] = Job(pre_name, pre_dir, "encoder/config.json", _argv(argv, pre_dir))
-        generic = {} if encoder == "tiny_bert" else {"encoder": encoder}
-        # The adapted encoder fine-tunes exactly as the generic one: its pooling, length and lr.
+        generic = {} if encoder == self.dataset_encoder(dataset) else {"encoder": encoder}
+        # The adapted encoder fine-tunes exactly as the generic one: its pooling, length and lr
+        # (the dataset's own encoder.* overrides apply to both).
         adapted = {
             "encoder": "local",
             "encoder.path": str(pre_dir / "encoder"),
-            **{f"encoder.{k}": encoder_cfg[k] for k in ("pooling", "max_length", "lr")},
+            **{
+                f"encoder.{k}": encoder_cfg[k]
+                for k in ("pooling", "max_length", "lr")
+                if not any(o.startswith(f"encoder.{k}=") for o in self.data_overrides(dataset))
+            },
         }
         return {
             "generic": Variant(

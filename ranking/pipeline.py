@@ -104,13 +104,23 @@ def _baseline_scorers(
     names: Sequence[str], datamodule: Any, split: str, num_tasks: int, seed: int
 ) -> dict[str, tuple[ScoreFn, int]]:
     """``{name: (score_fn, draws)}`` for the configured ``baselines``."""
-    from ranking.text_baselines import biencoder_row_scores, build_text_baseline, lookup_scorer
+    from ranking.text_baselines import build_text_baseline, lookup_scorer
 
     scorers: dict[str, tuple[ScoreFn, int]] = {}
-    # LambdaMART reads the zero-shot cosine of every pair row (all splits): computed once, it
-    # also serves as the minilm_zero_shot baseline (each text is embedded on its own, so the
-    # split's rows get the same values either way).
-    cosine = biencoder_row_scores(datamodule.pair_texts) if "lambdamart" in names else None
+    # LambdaMART reads the zero-shot cosine of every pair row (all splits): computed once (or
+    # taken from a score prior that already computed it), it also serves as the minilm_zero_shot
+    # baseline (each text is embedded on its own, so the split's rows get the same values).
+    cosine = None
+    if "minilm_cosine" in getattr(datamodule, "pair_feature_names", []):
+        index = datamodule.pair_feature_names.index("minilm_cosine")
+        cosine = np.ascontiguousarray(datamodule.pair_features[:, index])
+    elif "lambdamart" in names:
+        from ranking.prior import compute_prior_features
+
+        cached = compute_prior_features(
+            ["minilm_cosine"], datamodule.pair_texts, datamodule.cache_dir
+        )
+        cosine = cached[:, 0]
     for name in names:
         if name == "random":
             scorers[name] = (random_scorer(num_tasks, seed), RANDOM_DRAWS)
