@@ -270,8 +270,8 @@ class Plan:
             "experiments.pretrain",
             *[o for o in self.data_overrides(dataset) if o.startswith("data")],
             f"encoder={encoder}",
-            *self.cfg.datasets[dataset].get("pretrain_overrides", []),
             *spec.get("pretrain_overrides", []),
+            *self.cfg.datasets[dataset].get("pretrain_overrides", []),  # the dataset's win
             f"seed={self.seeds[0]}",
         ]
         self.jobs[pre_name] = Job(pre_name, pre_dir, "encoder/config.json", _argv(argv, pre_dir))
@@ -429,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.set)
         studies = _pick(args.studies, list(cfg.studies), "studies")
         datasets = _pick(args.datasets, list(cfg.datasets), "datasets")
+        if not args.datasets and cfg.get("default_datasets"):
+            datasets = _pick(",".join(cfg.default_datasets), list(cfg.datasets), "default_datasets")
         if args.seeds:
             seeds = parse_seeds(args.seeds, "--seeds")
         else:

@@ -29,6 +29,7 @@ def tiny_config(tmp_path_factory) -> tuple[Path, Path]:
     cfg = OmegaConf.load(CONFIG)
     cfg.work_dir, cfg.results_dir = str(root / "runs"), str(root / "results")
     cfg.datasets = {"synthetic": {"title": "tiny synthetic", "overrides": TINY_DATA}}
+    cfg.default_datasets = ["synthetic"]
     cfg.studies.losses.grid = {"loss": ["approx_ndcg", "listnet"]}
     cfg.studies.losses.claims = cfg.studies.losses.claims[:1]
     cfg.studies.distillation.latency = {"queries": 4, "candidates": 20, "onnx": False}

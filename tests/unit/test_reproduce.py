@@ -46,7 +46,8 @@ def test_the_plan_trains_each_shared_run_once_and_orders_dependencies(cfg) -> No
     # adapted encoder + a student + its latency; per dataset: one pretraining run.
     assert len(names) == 2 * (2 * (1 + 5 + 4 + 5 + 1 + 1 + 1) + 1)
     assert sum(" train base " in n for n in names) == 4
-    assert names[:2] == ["synthetic pretrain tiny_bert", "real pretrain tiny_bert"]
+    # Each dataset pretrains its own encoder: the tiny one, and MiniLM on the real data.
+    assert names[:2] == ["synthetic pretrain tiny_bert", "real pretrain minilm_l6"]
     assert " base " in names[2] and " distill " in names[6]
     assert plan.jobs["real distill seed=1"].after == ("real train base seed=1",)
     assert plan.jobs["real latency seed=1"].exclusive
@@ -60,6 +61,15 @@ def test_the_plan_trains_each_shared_run_once_and_orders_dependencies(cfg) -> No
         == base_dir
     )
     assert plan.variants[("pretraining", "real")]["generic"].runs["1"] == base_dir
+    # The adapted MiniLM replaces the dataset's encoder group, keeps its encoder.* settings, and
+    # the dataset's pretraining budget wins over the study's.
+    adapted_real = plan.jobs["real train adapted_minilm_l6 seed=0"].argv()
+    assert "encoder=minilm_l6" not in adapted_real and "encoder=local" in adapted_real
+    assert "encoder.pooling=mean" in adapted_real
+    assert not any(a.startswith("encoder.pooling=cls") for a in adapted_real)
+    pretrain = plan.jobs["real pretrain minilm_l6"].argv()
+    steps = [a for a in pretrain if a.startswith("pretrain.max_steps=")]
+    assert steps[-1] == "pretrain.max_steps=150"
     argv = plan.jobs["synthetic train loss-listnet seed=0"].argv()
     assert argv[:3] == [sys.executable, "-m", "experiments.train"]
     assert {"data=synthetic", "loss=listnet", "tower=shared_bottom", "seed=0"} <= set(argv)
