@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -164,8 +165,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         tokenizer = load_tokenizer(dict(cfg.encoder))
         datamodule = build_datamodule(cfg, tokenizer, [t["label"] for t in task_list(cfg)])
         datamodule.setup("fit")
-    loader = iter(datamodule.train_dataloader())
-    batches = [next(loader) for _ in range(args.steps)]
+    batches: list[dict] = []
+    loader = datamodule.train_dataloader()
+    while len(batches) < args.steps:  # as many epochs as the steps need
+        batches += list(itertools.islice(iter(loader), args.steps - len(batches)))
     eval_batches = list(datamodule.eval_dataloader("val"))
     lr, clip = float(cfg.encoder.lr), float(cfg.trainer.gradient_clip_val)
     modes = [m for m in MODES if not args.modes or m.name in args.modes]
