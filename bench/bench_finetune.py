@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
+from experiments.workflows.config import build_datamodule, build_module, task_list
 from ranking.compare import paired_difference
-from ranking.config import build_datamodule, build_module, task_list
 from ranking.encoders import load_tokenizer
 from ranking.metrics import ndcg
 from ranking.optim import adamw_with_warmup

@@ -32,7 +32,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
-from ranking.config import build_datamodule, build_module, task_list
+from experiments.workflows.config import build_datamodule, build_module, task_list
 from ranking.encoders import load_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -87,7 +87,7 @@ def _batches(cfg: Any, module: Any, queries: int) -> tuple[list[dict[str, torch.
     """The first ``queries`` whole lists of the test split, as evaluation batches them."""
     from omegaconf import open_dict
 
-    from ranking.config import build_datamodule
+    from experiments.workflows.config import build_datamodule
     from ranking.encoders import load_tokenizer
 
     with open_dict(cfg):

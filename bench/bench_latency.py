@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from omegaconf import OmegaConf, open_dict
 
-    from ranking.config import build_datamodule
+    from experiments.workflows.config import build_datamodule
     from ranking.encoders import load_tokenizer
     from ranking.serving import (
         OnnxBiEncoder,

@@ -13,6 +13,7 @@ import polars as pl
 from torch.utils.data import DataLoader
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from data_modules.errors import ConfigError, DataValidationError
 from data_modules.listwise import (
     EpochSampler,
     ListwiseCollator,
@@ -30,7 +31,6 @@ from data_modules.splits import (
 )
 from data_modules.tokenization import TokenizedPairs, tokenize_pairs
 from data_modules.validation import DropReport, validate_table
-from ranking.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data_modules.errors import ShoprankError
 from ranking.compare import compare
-from ranking.errors import ShoprankError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             print(paths["markdown"].read_text())
             print("written:", *[str(p) for p in paths.values()], sep="\n  ")
             if args.wandb:
-                from callbacks.wandb_report import log_comparison
+                from experiments.workflows.wandb_run import log_comparison
 
                 run_id = log_comparison(paths, args.dir, metric)
                 print(f"W&B run: {run_id}" if run_id else "W&B is disabled (WANDB_MODE)")

@@ -34,7 +34,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ranking.errors import ConfigError, ShoprankError
+from data_modules.errors import ConfigError, ShoprankError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "conf" / "reproduce.yaml"

@@ -7,10 +7,10 @@ import subprocess
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from experiments.reproduce import REPO, Plan, Variant
 from ranking.compare import markdown_table, plot_variants, summarize_variants
 from ranking.study import (
     RunRef,
@@ -21,6 +21,10 @@ from ranking.study import (
     study_table,
 )
 
+if TYPE_CHECKING:  # types only: experiments.reproduce imports this module to write its reports
+    from experiments.reproduce import Plan, Variant
+
+REPO = Path(__file__).resolve().parents[1]
 # Non-model scorers shown beside a training study's variants, read from its base runs.
 TEXT_BASELINES = ("random", "bm25")
 

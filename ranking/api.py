@@ -27,7 +27,7 @@ import polars as pl
 import torch
 import yaml
 
-from ranking.errors import ConfigError, DataValidationError
+from data_modules.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class Ranker:
         cls, directory: str | Path, device: str | None = None, batch_size: int = 64
     ) -> Ranker:
         """Load a directory written by ``python -m experiments.export`` (no pickle involved)."""
-        from ranking.export import load_exported
+        from ranking.exported import load_exported
 
         module, text = load_exported(directory)
         return cls(module, TextOptions(**text), device, batch_size)

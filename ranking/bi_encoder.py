@@ -42,11 +42,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from data_modules.errors import ConfigError, DataValidationError
 from data_modules.listwise import EpochSampler, ListwiseDataset, list_fields
 from data_modules.tokenization import tokenizer_fingerprint
 from ranking.distillation import DISTILLATION_DEFAULTS, build_distillation_loss
 from ranking.encoders import load_encoder_model, load_tokenizer, pool
-from ranking.errors import ConfigError, DataValidationError
 from ranking.losses import build_loss
 from ranking.ranker import ListwiseRanker
 

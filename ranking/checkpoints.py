@@ -4,7 +4,7 @@
   tensors and plain containers (dict, list, tuple, str, numbers) only. A file whose pickle names
   any other Python object (a payload that would run code, or a pickled ``nn.Module``) is refused
   before anything in it runs; a missing, empty, truncated or foreign file is one
-  :class:`~ranking.errors.ConfigError` line naming the config key and the file.
+  :class:`~data_modules.errors.ConfigError` line naming the config key and the file.
 * :func:`checkpoint_kind` says which shoprank model a checkpoint holds.
 * :class:`AtomicCheckpointIO` is the Trainer's checkpoint plugin: it writes each checkpoint to a
   temporary file *in the target directory*, flushes it to disk and ``os.replace``\\ s it over the
@@ -33,8 +33,8 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from data_modules.errors import ConfigError
 from ranking.bi_encoder import is_bi_encoder_hparams
-from ranking.errors import ConfigError
 
 KINDS = ("cross_encoder", "bi_encoder")
 # Prefix and suffix of the temporary file a save writes beside its target (never *.ckpt, so no

@@ -29,7 +29,7 @@ import polars as pl
 import yaml
 from scipy import stats
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 
 PER_QUERY = "per_query.parquet"
 ALL_REGIONS = "all"

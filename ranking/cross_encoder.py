@@ -7,8 +7,8 @@ import inspect
 import torch
 from torch import nn
 
+from data_modules.errors import ConfigError
 from ranking.encoders import pool
-from ranking.errors import ConfigError
 from ranking.towers import Tower, TowerOutput
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from ranking.errors import ConfigError, EncoderLoadError
+from data_modules.errors import ConfigError, EncoderLoadError
 
 SOURCES = ("random", "package", "path")
 POOLINGS = ("cls", "mean")

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from ranking.errors import DataValidationError
+from data_modules.errors import DataValidationError
 from ranking.metrics import ndcg
 
 LABELS = ("click", "add_to_cart", "purchase")

@@ -38,14 +38,13 @@ models expect it in the text (the model card says which).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import logging
 import math
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -54,13 +53,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
+from ranking.exported import (
+    CONFIG_FILE,
+    EXPORT_FORMAT,
+    HEADS_FILE,
+    _quiet,
+    load_export_dir,
+)
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 1
-CONFIG_FILE = "shoprank.json"
-HEADS_FILE = "heads.safetensors"
 # Parity-check pairs: short and long, one product longer than any max_length (truncation).
 SAMPLE_PAIRS: tuple[tuple[str, str], ...] = (
     ("red running shoes", "Nike Air Zoom Pegasus ; Nike ; red"),
@@ -93,31 +96,6 @@ def _save_safetensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
-
-
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the exporters' and loaders' per-tensor INFO lines (kept: warnings, errors)."""
-    import transformers
-
-    loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
-    levels = [lg.level for lg in loggers]
-    verbosity = transformers.logging.get_verbosity()
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    transformers.logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-        transformers.logging.set_verbosity(verbosity)
 
 
 def _staging(out_dir: Path) -> Path:
@@ -276,7 +254,7 @@ def _export_cross_encoder(
             "tokenizer": "onnx/tokenizer",
         }
     # The exported directory rebuilds the same model.
-    rebuilt, _ = _load(out, json.loads(json.dumps(hparams)), "cross_encoder")
+    rebuilt, _ = load_export_dir(out, json.loads(json.dumps(hparams)), "cross_encoder")
     summary["checks"]["reload"] = _check(
         "the reloaded export",
         Ranker(rebuilt, device="cpu").score_pairs(list(SAMPLE_PAIRS)),
@@ -329,54 +307,10 @@ def _export_student(
             "outputs": ["vectors"],
             "tokenizer": "onnx/tokenizer",
         }
-    rebuilt, _ = _load(out, json.loads(json.dumps(hparams)), "bi_encoder")
+    rebuilt, _ = load_export_dir(out, json.loads(json.dumps(hparams)), "bi_encoder")
     again = Ranker(rebuilt, device="cpu")
     got = np.stack([again._score_student(q, products) for q in queries])
     summary["checks"]["reload"] = _check("the reloaded export", got, reference, tolerance)
-
-
-# ---------------------------------------------------------------------------------------- loading
-def _load(directory: Path, hparams: dict[str, Any], kind: str) -> Any:
-    from ranking.bi_encoder import BiEncoderModule
-    from ranking.module import RankingModule
-
-    spec = dict(hparams["encoder"])
-    spec["path"] = str((directory / spec["path"]).resolve())
-    hparams = {**hparams, "encoder": spec}
-    cls = BiEncoderModule if kind == "bi_encoder" else RankingModule
-    with _quiet():  # a BERT saved without its unused pooler is reported as "missing" keys
-        module = cls(**hparams)
-    target = module.model if kind == "bi_encoder" else module.scorer
-    state = _load_safetensors(directory / HEADS_FILE)
-    result = target.load_state_dict(state, strict=False)
-    encoder_prefix = "query_encoder." if kind == "bi_encoder" else "encoder."
-    # A BERT saved without its pooler (shoprank pools itself) gets a fresh, unused one on load.
-    missing = [
-        k for k in result.missing_keys if not k.startswith(encoder_prefix) and ".pooler." not in k
-    ]
-    if missing or result.unexpected_keys:
-        raise ConfigError(
-            f"{directory / HEADS_FILE} does not fit the model in {CONFIG_FILE}: missing "
-            f"{missing[:5]}, unexpected {result.unexpected_keys[:5]}"
-        )
-    return module.eval(), spec
-
-
-def load_exported(directory: str | Path) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the model of an exported directory: ``(module in eval mode, text options)``.
-
-    Raises:
-        ConfigError: The directory has no ``shoprank.json`` or a format this version cannot read.
-    """
-    directory = Path(directory).expanduser()
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise ConfigError(f"{directory}: no {CONFIG_FILE}; not a directory of experiments.export")
-    config = json.loads(path.read_text())
-    if config.get("format") != EXPORT_FORMAT:
-        raise ConfigError(f"{path}: export format {config.get('format')!r} is not {EXPORT_FORMAT}")
-    module, _ = _load(directory, config["hparams"], config["kind"])
-    return module, config["text"]
 
 
 # ---------------------------------------------------------------------------------------- ST

@@ -44,9 +44,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from data_modules.errors import ConfigError
 from ranking.cross_encoder import CrossEncoder
 from ranking.encoders import pool
-from ranking.errors import ConfigError
 from ranking.towers import TowerOutput
 
 log = logging.getLogger(__name__)

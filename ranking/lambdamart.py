@@ -43,8 +43,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from data_modules.errors import ConfigError, DataValidationError
 from ranking.baselines import ScoreFn
-from ranking.errors import ConfigError, DataValidationError
 from ranking.text_baselines import PAD_SCORE, biencoder_row_scores, bm25_row_scores
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 
 # Per-list minimum of losses that are negated metrics (-NDCG in [-1, 0]). Kendall et al.'s
 # weighting assumes a loss >= 0 (a negative log-likelihood): with a negative loss exp(-s) * L

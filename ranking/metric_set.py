@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 from ranking.metrics import METRICS, GroupedMean
 
 _SPEC = re.compile(r"^(?P<name>[a-z_]+)(?:@(?P<k>\d+))?$")

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
+from data_modules.errors import ConfigError
 from ranking.cross_encoder import CrossEncoder, score_lists
 from ranking.encoders import load_encoder_model, load_tokenizer
-from ranking.errors import ConfigError
 from ranking.inference import FastCrossEncoder, inference_options
 from ranking.loss_weighting import build_loss_weighting
 from ranking.losses import build_loss
@@ -31,12 +31,13 @@ class RankingModule(ListwiseRanker):
     without a mask the region does not change the scores, and such data is scored as region 0.
 
     Region features: a ``region_mask`` with ``region_feature_dim=F > 0`` (set by
-    :func:`ranking.config.build_module` from ``data.region_feature_columns``) reads the batches'
-    ``region_features [B, L, F]`` and standardises them with its ``feature_mean``/``feature_std``
-    (train-split statistics kept in the hparams, so in every checkpoint; fitted at
-    ``setup("fit")`` from the DataModule when the spec has none). Data whose feature columns do not
-    match the model's (columns given to a model without them, none or other ones given to a model
-    trained with them) is refused with a :class:`ConfigError`, never silently ignored.
+    :func:`experiments.workflows.config.build_module` from ``data.region_feature_columns``) reads
+    the batches' ``region_features [B, L, F]`` and standardises them with its
+    ``feature_mean``/``feature_std`` (train-split statistics kept in the hparams, so in every
+    checkpoint; fitted at ``setup("fit")`` from the DataModule when the spec has none). Data whose
+    feature columns do not match the model's (columns given to a model without them, none or other
+    ones given to a model trained with them) is refused with a :class:`ConfigError`, never silently
+    ignored.
 
     Args:
         encoder: Encoder spec (see :mod:`ranking.encoders`): ``source``, ``path``, ``architecture``,

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 from ranking.metric_set import metric_names
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

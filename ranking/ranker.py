@@ -16,7 +16,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from ranking.errors import ConfigError, DataValidationError
+from data_modules.errors import ConfigError, DataValidationError
 from ranking.metric_set import RankingMetricSet, metric_names, parse_metric
 from ranking.optim import adamw_with_warmup
 

@@ -32,8 +32,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from data_modules.errors import ConfigError
 from ranking.compare import ALL_REGIONS, paired_difference
-from ranking.errors import ConfigError
 
 EXPECTATIONS = ("up", "neutral", None)
 

@@ -25,9 +25,9 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
+from data_modules.errors import ConfigError, DataValidationError
 from ranking.baselines import ScoreFn
 from ranking.encoders import load_tokenizer, minilm_package_dir
-from ranking.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 

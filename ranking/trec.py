@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable, Mapping
 import torch
 from torch import Tensor
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 
 
 def constructor_options(cls: type, fixed: Collection[str]) -> dict[str, object]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 from ranking.towers._checks import layer_dims, positive_int
 from ranking.towers.base import Tower, TowerOutput, mlp
 

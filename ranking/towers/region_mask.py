@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 from ranking.towers._checks import (
     check_options,
     check_region_ids,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 from ranking.towers._checks import check_options, constructor_options
 from ranking.towers.base import Tower
 from ranking.towers.mmoe import MMoETower

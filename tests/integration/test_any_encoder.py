@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from experiments.workflows.train import train
 from ranking.cross_encoder import accepts_token_type_ids
 from ranking.encoders import load_encoder_model, load_tokenizer
-from ranking.pipeline import train
 from tests.tiny_encoders import KINDS, build
 
 

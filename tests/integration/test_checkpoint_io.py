@@ -21,8 +21,8 @@ import lightning.pytorch as pl_light
 import pytest
 import torch
 
+from experiments.workflows.train import train
 from ranking.checkpoints import AtomicCheckpointIO, atomic_write, read_checkpoint
-from ranking.pipeline import train
 from tests.cli import run_cli
 
 
@@ -113,7 +113,7 @@ def test_training_on_another_filesystem_stages_nothing_in_tmpdir(
 
 
 def test_the_trainer_uses_the_atomic_plugin(make_cfg) -> None:
-    from ranking.config import build_trainer
+    from experiments.workflows.config import build_trainer
 
     trainer = build_trainer(make_cfg("logger=none"))
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)

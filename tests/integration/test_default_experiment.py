@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ranking.pipeline import train
+from experiments.workflows.train import train
 
 
 @pytest.mark.slow

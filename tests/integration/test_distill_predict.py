@@ -15,12 +15,13 @@ import polars as pl
 import pytest
 import torch
 
+from data_modules.errors import ConfigError
+from experiments.workflows.distill import distill
+from experiments.workflows.predict import predict
+from experiments.workflows.train import train
 from ranking.bi_encoder import BiEncoderModule, StudentDataModule
-from ranking.distillation import distill
-from ranking.errors import ConfigError
 from ranking.module import RankingModule
-from ranking.pipeline import train
-from ranking.serving import load_checkpoint, predict, write_trec_run
+from ranking.serving import load_checkpoint, write_trec_run
 from tests.conftest import REPO, compose_config, tiny_overrides
 
 DATA = [

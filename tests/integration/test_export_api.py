@@ -18,13 +18,14 @@ import polars as pl
 import pytest
 import torch
 
-from experiments.export import export
+from data_modules.errors import ConfigError
+from experiments.workflows.export import export
+from experiments.workflows.train import train
 from ranking import Ranked, Ranker, TextOptions
 from ranking.bi_encoder import BiEncoderModule
-from ranking.errors import ConfigError
-from ranking.export import export_model, load_exported
+from ranking.export import export_model
+from ranking.exported import load_exported
 from ranking.module import RankingModule
-from ranking.pipeline import train
 from ranking.serving import score_cross_encoder
 from tests.conftest import TINY_ENCODER, compose_config, tiny_overrides
 

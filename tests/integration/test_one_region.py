@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 import torch
 
+from experiments.workflows.predict import predict
+from experiments.workflows.train import evaluate, train
 from ranking.metric_set import RankingMetricSet
-from ranking.pipeline import evaluate, train
-from ranking.serving import predict
 from tests.conftest import SHARED, compose_config
 
 ONE_REGION = "data.generator.regions=[eu]"

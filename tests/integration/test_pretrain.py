@@ -11,16 +11,16 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
+from data_modules.errors import ConfigError, DataValidationError
+from experiments.workflows.pretrain import pretrain
+from experiments.workflows.train import train
 from ranking.encoders import load_encoder_model, load_tokenizer
-from ranking.errors import ConfigError, DataValidationError
-from ranking.pipeline import train
 from ranking.pretraining import (
     PretrainOptions,
     build_corpus,
     build_mlm_model,
     fixed_masked_batches,
     masked_lm_loss,
-    pretrain,
     split_corpus,
     tokenize_texts,
     train_wordpiece,

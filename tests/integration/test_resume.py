@@ -18,14 +18,10 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from callbacks.resume import (
-    ResumeDataOrder,
-    last_checkpoints,
-    prepare_resume,
-    resolve_ckpt_path,
-)
+from callbacks.resume import ResumeDataOrder
+from data_modules.errors import ConfigError
 from data_modules.listwise import EpochSampler
-from ranking.errors import ConfigError
+from experiments.workflows.resume import last_checkpoints, prepare_resume, resolve_ckpt_path
 from tests.conftest import CONF_DIR, REPO, TINY
 
 # ----------------------------------------------------------------------------- EpochSampler

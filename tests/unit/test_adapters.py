@@ -17,7 +17,7 @@ from data_modules.adapters import (
 from data_modules.adapters.esci import EXAMPLES_FILE, PRODUCTS_FILE
 from data_modules.adapters.esci_sample import write_esci_sample
 from data_modules.datamodule import ListwiseDataModule
-from ranking.errors import ConfigError, DataValidationError
+from data_modules.errors import ConfigError, DataValidationError
 
 # --------------------------------------------------------------------------- ESCI
 

@@ -7,6 +7,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
+from data_modules.errors import ConfigError, DataValidationError
+from experiments.workflows.config import build_datamodule, plain, task_list
 from ranking.bi_encoder import (
     BiEncoder,
     BiEncoderCollator,
@@ -16,9 +18,7 @@ from ranking.bi_encoder import (
     score_batch,
     tokenize_texts,
 )
-from ranking.config import build_datamodule, plain, task_list
 from ranking.encoders import load_tokenizer
-from ranking.errors import ConfigError, DataValidationError
 from ranking.serving import (
     OnnxBiEncoder,
     build_product_index,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from data_modules.errors import ConfigError
 from ranking.checkpoints import check_checkpoint, read_checkpoint
-from ranking.errors import ConfigError
 
 HPARAMS = {"tasks": [{"name": "click", "label": "click"}], "metrics": ["ndcg@10"]}
 

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
+from data_modules.errors import ConfigError
 from experiments.compare import main as compare_main
 from ranking.compare import (
     bootstrap_interval,
@@ -20,7 +21,6 @@ from ranking.compare import (
     summarize_variants,
     swept_axes,
 )
-from ranking.errors import ConfigError
 
 QUERIES = [f"q{i}" for i in range(12)]
 

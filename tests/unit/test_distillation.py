@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from data_modules.errors import ConfigError
+from experiments.workflows.config import build_datamodule, build_module, plain, task_list
 from ranking import distillation
-from ranking.config import build_datamodule, build_module, plain, task_list
 from ranking.distillation import (
     build_distillation_loss,
     cached_teacher_scores,
@@ -18,7 +19,6 @@ from ranking.distillation import (
     margin_mse,
 )
 from ranking.encoders import load_tokenizer
-from ranking.errors import ConfigError
 from tests.conftest import TINY_ENCODER
 
 # Two lists: 3 real items, and 2 real items + 1 padded slot holding junk.

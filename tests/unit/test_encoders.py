@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 
+from data_modules.errors import ConfigError, EncoderLoadError
 from ranking.cross_encoder import CrossEncoder, score_lists
 from ranking.encoders import load_encoder_model, load_tokenizer, minilm_package_dir, pool
-from ranking.errors import ConfigError, EncoderLoadError
 
 TINY = {
     "source": "random",
@@ -117,7 +117,7 @@ def _module(region_mask):
 
 
 def test_unseen_region_is_refused_by_a_region_masked_model() -> None:
-    from ranking.errors import DataValidationError
+    from data_modules.errors import DataValidationError
 
     module = _module({"name": "feature"})
     with pytest.raises(DataValidationError, match=r"\['jp'\] were not in the training data"):

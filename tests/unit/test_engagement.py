@@ -20,8 +20,8 @@ from data_modules.engagement import (
     stage_probability,
 )
 from data_modules.engagement.draws import query_generator
-from ranking.config import plain
-from ranking.errors import ConfigError, DataValidationError
+from data_modules.errors import ConfigError, DataValidationError
+from experiments.workflows.config import plain
 
 REGIONS = ("homedepot", "crowdflower", "us", "es", "jp")
 

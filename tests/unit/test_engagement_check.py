@@ -7,8 +7,8 @@ import math
 import polars as pl
 import pytest
 
+from data_modules.errors import DataValidationError
 from ranking.engagement_check import engagement_signal, signal_markdown
-from ranking.errors import DataValidationError
 
 
 def _table() -> pl.DataFrame:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from data_modules.errors import ConfigError
 from ranking import inference
 from ranking.cross_encoder import CrossEncoder, score_lists
 from ranking.encoders import load_encoder_model, load_tokenizer
-from ranking.errors import ConfigError
 from ranking.inference import FastCrossEncoder, resolve_mode
 from ranking.towers import build_tower
 

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from ranking.errors import ConfigError, DataValidationError
+from data_modules.errors import ConfigError, DataValidationError
 from ranking.lambdamart import FEATURES, fit_lambdamart, label_grades, pair_features
 
 
@@ -99,7 +99,7 @@ def test_unknown_option_is_named() -> None:
 
 
 def test_lambdamart_baseline_in_a_training_run(make_cfg) -> None:
-    from ranking.pipeline import train
+    from experiments.workflows.train import train
 
     cfg = make_cfg("logger=none", "baselines=[random,minilm_zero_shot,lambdamart]")
     metrics, objects = train(cfg)
@@ -108,7 +108,7 @@ def test_lambdamart_baseline_in_a_training_run(make_cfg) -> None:
     for task in objects["module"].task_names:
         assert 0.0 <= baselines["lambdamart"][f"test/{task}/ndcg@10"] <= 1.0
     # minilm_zero_shot reused the cosine LambdaMART computed: same as computing it alone.
-    from ranking.pipeline import _baseline_scorers
+    from experiments.workflows.train import _baseline_scorers
 
     alone = _baseline_scorers(["minilm_zero_shot"], objects["datamodule"], "test", 4, 0)
     batch = next(iter(objects["datamodule"].eval_dataloader("test")))

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from data_modules import SyntheticDataModule
+from data_modules.errors import ConfigError
 from data_modules.listwise import EpochSampler, select_items
 from data_modules.splits import split_by_query
 from data_modules.tokenization import tokenize_pairs
-from ranking.errors import ConfigError
 
 GENERATOR = {"num_products": 120, "num_queries": 60, "list_size": 12, "seed": 3}
 

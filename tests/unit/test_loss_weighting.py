@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 from ranking.loss_weighting import StaticWeighting, UncertaintyWeighting, build_loss_weighting
 
 LISTNET = {"name": "listnet"}

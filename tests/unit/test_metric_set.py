@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from data_modules.errors import ConfigError
 from ranking.baselines import evaluate_scorer, random_scorer
-from ranking.errors import ConfigError
 from ranking.metric_set import RankingMetricSet, metric_names, parse_metric
 
 

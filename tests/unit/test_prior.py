@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 import torch
 
+from data_modules.errors import ConfigError, DataValidationError
 from ranking import prior as prior_module
 from ranking.cross_encoder import CrossEncoder
 from ranking.encoders import load_encoder_model, load_tokenizer
-from ranking.errors import ConfigError, DataValidationError
 from ranking.prior import (
     ScorePrior,
     check_prior_spec,
@@ -123,8 +123,8 @@ def test_datamodule_carries_pair_features_into_batches(tokenizer) -> None:
 
 
 def test_a_run_with_a_prior_trains_evaluates_and_serves(make_cfg, tmp_path) -> None:
+    from experiments.workflows.train import evaluate, train
     from ranking.api import Ranker
-    from ranking.pipeline import evaluate, train
     from tests.conftest import compose_config
 
     cfg = make_cfg("logger=none", "model.prior={features: [minilm_cosine], init_weight: 20}")

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from data_modules import FileDataModule
-from ranking.config import build_datamodule, build_module, task_list
-from ranking.errors import ConfigError, DataValidationError
+from data_modules.errors import ConfigError, DataValidationError
+from experiments.workflows.config import build_datamodule, build_module, task_list
+from experiments.workflows.train import train
 from ranking.module import RankingModule
-from ranking.pipeline import train
 from ranking.towers import FeatureRegionMask
 
 # Three lists of lengths 3, 2, 4 (so a batch of all three has padding), two regions.

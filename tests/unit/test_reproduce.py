@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from data_modules.errors import ConfigError
 from experiments.reproduce import (
     CONFIG,
     Job,
@@ -20,7 +21,6 @@ from experiments.reproduce import (
     run_jobs,
 )
 from experiments.reproduce_report import write_reports
-from ranking.errors import ConfigError
 
 TASKS = ["relevance", "click", "add_to_cart", "purchase"]
 

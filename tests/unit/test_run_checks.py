@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ranking.config import check_config_values, task_list
+from data_modules.errors import ConfigError
+from experiments.workflows.config import check_config_values, task_list
+from experiments.workflows.run_dir import guard_output_dir
 from ranking.encoders import check_max_length
-from ranking.errors import ConfigError
 from ranking.monitor import check_monitor, check_monitor_form
-from ranking.run_dir import guard_output_dir
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from data_modules.adapters import EsciSource
 from data_modules.adapters.esci_sample import write_esci_sample
 from data_modules.datamodule import ListwiseDataModule
+from data_modules.errors import ConfigError, DataValidationError
 from data_modules.listwise import EpochSampler
 from data_modules.splits import (
     apply_stored_split,
@@ -24,7 +25,6 @@ from data_modules.splits import (
     split_record,
     write_split,
 )
-from ranking.errors import ConfigError, DataValidationError
 
 
 def official(n_queries: int = 40, test_every: int = 4) -> pl.DataFrame:

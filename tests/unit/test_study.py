@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 from ranking.study import (
     Claim,
     RunRef,

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 import torch
 
+from data_modules.errors import ConfigError, DataValidationError
 from ranking.baselines import evaluate_scorer
-from ranking.errors import ConfigError, DataValidationError
 from ranking.text_baselines import (
     PAD_SCORE,
     biencoder_scorer,

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 from ranking.metrics import METRICS
 from ranking.trec import TrecIds, cross_check, grades_of, write_trec_files
 

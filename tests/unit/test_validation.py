@@ -7,8 +7,8 @@ import math
 import polars as pl
 import pytest
 
+from data_modules.errors import DataValidationError
 from data_modules.validation import validate_table
-from ranking.errors import DataValidationError
 
 
 def table(**changes) -> pl.DataFrame:

@@ -1,5 +1,5 @@
-"""W&B logger settings (ranking/config.py): WANDB_MODE decides online/offline, a resumed run
-continues its W&B run, distill and pretrain configs take the logger group."""
+"""W&B logger settings (experiments/workflows/config.py): WANDB_MODE decides online/offline, a
+resumed run continues its W&B run, distill and pretrain configs take the logger group."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ranking.config import WANDB_RUN_FILE, build_loggers, wandb_offline
+from experiments.workflows.config import WANDB_RUN_FILE, build_loggers, wandb_offline
 
 pytest.importorskip("wandb")
 

@@ -1,7 +1,7 @@
 """Hydra jobs that stay correct under Lightning DDP, and the glue for sweeps and launchers.
 
-This is the one library module besides :mod:`ranking.config` that imports Hydra: it needs the
-running job's Hydra state (its overrides and output directory) and Hydra's callback API.
+With :mod:`experiments.workflows.config` it is where the workflows meet Hydra: it
+needs the running job's Hydra state (its overrides and output directory) and Hydra's callback API.
 
 **The trap it fixes.** With ``strategy=ddp`` (and every other strategy that Lightning starts
 with ``_SubprocessScriptLauncher``: ``fsdp``, ``deepspeed``), rank 0 starts ranks 1..N-1 by
@@ -54,9 +54,9 @@ from hydra.utils import get_original_cwd, to_absolute_path
 from lightning.pytorch.strategies.launchers import subprocess_script as _lightning_launcher
 from omegaconf import DictConfig, OmegaConf
 
-from ranking.cli import run_or_exit
-from ranking.errors import ConfigError
-from ranking.run_dir import guard_output_dir
+from data_modules.errors import ConfigError
+from experiments.workflows.cli import run_or_exit
+from experiments.workflows.run_dir import guard_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def distributed_job(child_exit_timeout_s: float = CHILD_EXIT_TIMEOUT_S) -> Itera
         if not hasattr(_lightning_launcher, name):  # a Lightning release moved its internals
             raise RuntimeError(
                 f"lightning.pytorch.strategies.launchers.subprocess_script.{name} is gone: "
-                "ranking/launch.py needs updating for this Lightning version"
+                "experiments/workflows/launch.py needs updating for this Lightning version"
             )
     environ = {key: os.environ.get(key) for key in LIGHTNING_ENV_VARS}
     threads = torch.get_num_threads()
@@ -325,7 +325,9 @@ def check_launcher(cfg: DictConfig, launcher: str | None = None) -> None:
     launcher = launcher or current_launcher()
     if not launcher or "joblib" not in launcher:
         return
-    trainer = cfg.get("trainer") or {}
+    trainer = cfg.get("trainer")
+    if not trainer:  # no trainer group (predict, export, pretrain): the job is one process
+        return
     count = processes_per_job(trainer)
     if count == 1:
         return
@@ -381,8 +383,8 @@ class GuardRunDir(Callback):
     """Hydra callback: a single run stops at once if ``hydra.run.dir`` already holds a run.
 
     It runs before Hydra writes ``.hydra/`` and the job log into the directory, so nothing of
-    the old run is touched (:func:`ranking.run_dir.guard_output_dir`; the entry points check
-    again, for multirun jobs and direct calls). ``ckpt_path=last`` of a resumable entry point
+    the old run is touched (:func:`experiments.workflows.run_dir.guard_output_dir`; the entry points
+    check again, for multirun jobs and direct calls). ``ckpt_path=last`` of a resumable entry point
     (``resumable``: its ``task_name`` values) continues the run instead.
 
     Args:

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ranking.errors import ShoprankError
+from data_modules.errors import ShoprankError
 
 
 def run_or_exit(fn: Callable[..., Any], *args: Any) -> Any:

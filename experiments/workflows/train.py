@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,27 +13,21 @@ import polars
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from callbacks.resume import prepare_resume
-from callbacks.wandb_report import (
-    finish_wandb,
-    log_resolved_config,
-    log_result_tables,
-    log_run_results,
-    record_run_id,
-)
 from data_modules.splits import SPLIT_FILE, write_split
+from experiments.workflows.config import build_datamodule, build_module, plain, task_list
+from experiments.workflows.fit import (
+    finishing_wandb,
+    fit_model,
+    resume_checkpoint,
+    start_run,
+    traced_trainer,
+    write_run_config,
+)
+from experiments.workflows.run_dir import is_rank_zero
+from experiments.workflows.wandb_run import log_result_tables, log_run_results
 from ranking.baselines import ScoreFn, random_scorer
 from ranking.checkpoints import check_checkpoint
-from ranking.config import (
-    build_datamodule,
-    build_module,
-    build_trainer,
-    check_config_values,
-    plain,
-    task_list,
-)
 from ranking.encoders import check_max_length, load_tokenizer
-from ranking.errors import ConfigError
 from ranking.inference import inference_options
 from ranking.module import RankingModule
 from ranking.monitor import check_monitor, check_monitor_form
@@ -43,7 +36,6 @@ from ranking.prior import attach_prior_features
 from ranking.ranker import SPLIT_CHECKPOINT_KEY
 from ranking.rankings import sample_rankings
 from ranking.report import print_tables, write_json
-from ranking.run_dir import guard_output_dir, is_rank_zero
 from ranking.trec import cross_check, pair_frame, write_trec_files
 
 log = logging.getLogger(__name__)
@@ -54,11 +46,6 @@ RANDOM_DRAWS = 20  # the random baseline is the mean over this many random ranki
 
 def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k.startswith(prefix)}
-
-
-def _is_rank_zero() -> bool:
-    """Before the Trainer exists: rank from the environment Lightning gives DDP children."""
-    return is_rank_zero()
 
 
 def _model_scorer(module: RankingModule) -> ScoreFn:
@@ -296,6 +283,7 @@ def _seen_in_training(
     return {"lists_from_training_split": seen, "model_split_sha256": record["sha256"]}
 
 
+@finishing_wandb
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit a ranking model, test its best checkpoint, and report it beside baselines.
 
@@ -307,28 +295,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         ``(metrics, objects)``: the metrics payload (``metrics[cfg.monitor]`` is the best
         monitored value) and the datamodule, module and trainer.
     """
-    try:
-        return _train(cfg)
-    finally:
-        finish_wandb()
-
-
-def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # Everything that can be checked without data first: a bad value stops in seconds.
-    check_config_values(cfg)
-    output_dir = Path(cfg.paths.output_dir)
-    guard_output_dir(output_dir, resume=str(cfg.get("ckpt_path")) == "last")
+    output_dir = start_run(cfg)
     tasks = task_list(cfg)
     check_monitor_form(str(cfg.monitor), [t["name"] for t in tasks], list(cfg.model.metrics))
     check_max_length(cfg.data.max_length, plain(cfg.encoder), "data.max_length")
-    pl.seed_everything(cfg.seed, workers=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # ckpt_path=last: the run's own last checkpoint, with a config that must match the run's.
-    ckpt_path = prepare_resume(
-        cfg.get("ckpt_path"), output_dir, OmegaConf.to_container(cfg, resolve=True)
-    )
-    # Read safely (weights_only) and of the right kind before any work; its split is kept.
-    start = check_checkpoint(ckpt_path, "ckpt_path", "cross_encoder") if ckpt_path else None
+    # ckpt_path=last: the run's own last checkpoint, with a config that must match the run's;
+    # read safely (weights_only) and of the right kind before any work; its split is kept.
+    ckpt_path, start = resume_checkpoint(cfg, output_dir, "cross_encoder")
 
     inference_options(plain(cfg.get("inference")))  # a typo fails now, not after training
     tokenizer = load_tokenizer(plain(cfg.encoder))
@@ -346,34 +320,12 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         datamodule,
         {t["name"]: t["label"] for t in tasks},
     )
-    if _is_rank_zero():
-        # Written once every check has passed: a run stopped by a user error leaves nothing
-        # that would make its directory look like a run (ranking.run_dir).
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_run_config(output_dir, OmegaConf.to_yaml(cfg, resolve=True))
+    if is_rank_zero():
         write_split(module.data_split, output_dir / SPLIT_FILE)
-    trainer = build_trainer(cfg, job_type="train")
-    log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
-    record_run_id(trainer, output_dir)
-
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    checkpoint = trainer.checkpoint_callback
-    best_path = getattr(checkpoint, "best_model_path", "") or None
-    best_score = getattr(checkpoint, "best_model_score", None)
-    if cfg.monitor not in trainer.callback_metrics and not trainer.sanity_checking:
-        logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
-        if logged and best_path is None:
-            raise ConfigError(
-                f"monitor '{cfg.monitor}' was never logged; logged: {logged[:12]} ..."
-            )
-    monitor_value = (
-        float(best_score)
-        if best_score is not None
-        else float(trainer.callback_metrics.get(cfg.monitor, math.nan))
-    )
+    trainer = traced_trainer(cfg, output_dir, "train")
     extra = {
-        "monitor": cfg.monitor,
-        cfg.monitor: monitor_value,
-        "best_checkpoint": best_path,
+        **fit_model(trainer, module, str(cfg.monitor), ckpt_path, datamodule=datamodule),
         "split_sha256": module.data_split["sha256"],
     }
     metrics: dict[str, Any] = extra
@@ -385,7 +337,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             "test",
             output_dir,
             cfg,
-            ckpt_path=best_path,
+            ckpt_path=extra["best_checkpoint"],
             extra=extra,
         )
     elif trainer.is_global_zero:
@@ -394,21 +346,12 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return metrics, {"datamodule": datamodule, "module": module, "trainer": trainer}
 
 
+@finishing_wandb
 def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate a saved checkpoint on any data config (``split: all`` scores every list)."""
-    try:
-        return _evaluate(cfg)
-    finally:
-        finish_wandb()
-
-
-def _evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    check_config_values(cfg)
+    output_dir = start_run(cfg, resumable=False)
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
-    output_dir = Path(cfg.paths.output_dir)
-    guard_output_dir(output_dir, resumable=False)
     check_checkpoint(ckpt, "ckpt_path", "cross_encoder")  # weights_only: no code from the file
-    pl.seed_everything(cfg.seed, workers=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     module = RankingModule.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
     split = cfg.split
@@ -427,8 +370,6 @@ def _evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule.setup("test")
     attach_prior_features(module, datamodule)
     extra = {"checkpoint": str(ckpt), **_seen_in_training(module, datamodule, split, cfg.split)}
-    trainer = build_trainer(cfg, job_type="evaluate")
-    log_resolved_config(trainer, OmegaConf.to_container(cfg, resolve=True))
-    record_run_id(trainer, output_dir)
+    trainer = traced_trainer(cfg, output_dir, "evaluate")
     metrics = _test_and_report(trainer, module, datamodule, split, output_dir, cfg, extra=extra)
     return metrics, {"datamodule": datamodule, "module": module, "trainer": trainer}

@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from ranking.errors import ConfigError, ShoprankError
+from data_modules.errors import ConfigError, ShoprankError
 from ranking.precision import resolve_precision
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import polars as pl
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from ranking.config import WANDB_RUN_FILE
+from experiments.workflows.config import WANDB_RUN_FILE
 
 log = logging.getLogger(__name__)
 # Files of a run directory stored with its W&B run (an artifact "results-<run id>").
@@ -57,7 +57,7 @@ def _live_run(logger: WandbLogger | None) -> Any:
 @rank_zero_only
 def record_run_id(trainer: Any, output_dir: str | Path) -> Path | None:
     """Write ``<output_dir>/wandb_run.json`` (id, project, name, group): a resumed run reads it
-    (:func:`ranking.config.resumed_wandb_id`) and logs into the same W&B run."""
+    (:func:`experiments.workflows.config.resumed_wandb_id`) and logs into the same W&B run."""
     run = _live_run(wandb_logger(trainer))
     if run is None:
         return None
@@ -171,8 +171,8 @@ def log_result_tables(
 def comparison_group(root: str | Path) -> str:
     """The W&B group of the runs under a sweep directory: ``<task_name>/<sweep dir name>``.
 
-    The same name :func:`ranking.config.run_identity` gives the jobs of a multirun, so the
-    comparison lands beside the runs it compares.
+    The same name :func:`experiments.workflows.config.run_identity` gives the jobs of a multirun, so
+    the comparison lands beside the runs it compares.
     """
     import yaml
 

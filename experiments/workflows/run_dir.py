@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 
 # What the entry points write: any of them present means the directory holds a run.
 RUN_FILES = (
