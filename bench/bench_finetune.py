@@ -45,10 +45,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from experiments.workflows.config import build_datamodule, build_module, task_list
-from ranking.compare import paired_difference
-from ranking.encoders import load_tokenizer
+from ranking.analysis.compare import paired_difference
 from ranking.metrics import ndcg
-from ranking.optim import adamw_with_warmup
+from ranking.modules.optim import adamw_with_warmup
+from ranking.nn.encoders import load_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 HOMEDEPOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "homedepot" / "train.csv"

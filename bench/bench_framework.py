@@ -33,7 +33,7 @@ from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
 from experiments.workflows.config import build_datamodule, build_module, task_list
-from ranking.encoders import load_tokenizer
+from ranking.nn.encoders import load_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -69,8 +69,8 @@ def summary(times_s: list[float]) -> dict[str, float]:
 
 def quality(teacher: Any, student: Any, datamodule: Any, texts: Any, split: str) -> dict:
     """NDCG@10 of both models on the same whole lists of ``split``."""
-    from ranking.baselines import evaluate_scorer
-    from ranking.bi_encoder import StudentDataModule
+    from data_modules.student import StudentDataModule
+    from ranking.scorers.baselines import evaluate_scorer
 
     metrics = ["ndcg@10"]
     names, regions = teacher.task_names, datamodule.region_names
@@ -106,14 +106,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from omegaconf import OmegaConf, open_dict
 
     from experiments.workflows.config import build_datamodule
-    from ranking.encoders import load_tokenizer
-    from ranking.serving import (
-        OnnxBiEncoder,
-        encode_texts,
-        export_onnx,
-        load_checkpoint,
-        torch_encoder,
-    )
+    from ranking.nn.encoders import load_tokenizer
+    from ranking.serving.checkpoints import load_checkpoint
+    from ranking.serving.onnx_student import OnnxBiEncoder, export_onnx
+    from ranking.serving.scoring import encode_texts, torch_encoder
 
     if args.student is None:
         student_ckpt, teacher_ckpt, config = newest_distill_run(args.log_dir)

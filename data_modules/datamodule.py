@@ -156,8 +156,9 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         self.pair_feature_names: list[str] = []
         self.lists: dict[str, QueryLists] = {}
         self.tables: dict[str, pl.DataFrame] = {}
-        # The split of a trained model (ranking.checkpoints / data_modules.splits.split_record):
-        # when set, lists it knows keep their split whatever data.seed and data.splits say.
+        # The split of a trained model (ranking.serving.checkpoints /
+        # data_modules.splits.split_record): when set, lists it knows keep their split whatever
+        # data.seed and data.splits say.
         self.stored_split: dict[str, Any] | None = None
         self.stored_split_origin = ""
         self.drop_report: DropReport | None = None

@@ -2,7 +2,7 @@
 
 Gathers every run under DIR (a Hydra multirun directory) into ``compare_<metric>.md/.csv/.json``
 and PNG plots, with 95% bootstrap intervals over queries and paired tests against a baseline
-variant (see :mod:`ranking.compare`). Works without W&B.
+variant (see :mod:`ranking.analysis.compare`). Works without W&B.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from data_modules.errors import ShoprankError
-from ranking.compare import compare
+from ranking.analysis.compare import compare
 
 
 def main(argv: list[str] | None = None) -> int:

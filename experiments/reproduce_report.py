@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from ranking.compare import markdown_table, plot_variants, summarize_variants
-from ranking.study import (
+from ranking.analysis.compare import markdown_table, plot_variants, summarize_variants
+from ranking.analysis.study import (
     RunRef,
     check_claims,
     claim_from_config,

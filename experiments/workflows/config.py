@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from data_modules.errors import ConfigError, ShoprankError
-from ranking.precision import resolve_precision
+from ranking.nn.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ def build_trainer(cfg: DictConfig, job_type: str = "train", **overrides: Any) ->
     if not cfg.trainer.get("plugins") and "plugins" not in overrides:
         # Checkpoints written beside their target and renamed into place (never staged through
         # $TMPDIR on another filesystem), and read with weights_only=True.
-        from ranking.checkpoints import AtomicCheckpointIO
+        from ranking.serving.checkpoints import AtomicCheckpointIO
 
         overrides["plugins"] = [AtomicCheckpointIO()]
     return instantiate(

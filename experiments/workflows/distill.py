@@ -1,7 +1,7 @@
 """``distill(cfg)``: train a bi-encoder student on a cross-encoder teacher's scores, test both.
 
-The losses and the teacher-score cache are the library's (:mod:`ranking.distillation`); this is
-the workflow behind ``python -m experiments.distill``, on the shared fit routine
+The losses and the teacher-score cache are the library's (:mod:`ranking.losses.distillation`); this
+is the workflow behind ``python -m experiments.distill``, on the shared fit routine
 (:mod:`experiments.workflows.fit`).
 """
 
@@ -20,6 +20,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from data_modules.errors import ConfigError
 from data_modules.splits import SPLIT_FILE, write_split
+from data_modules.student import StudentDataModule
 from experiments.workflows.config import build_datamodule, instantiate, plain
 from experiments.workflows.fit import (
     finishing_wandb,
@@ -32,16 +33,17 @@ from experiments.workflows.fit import (
 from experiments.workflows.run_dir import is_rank_zero
 from experiments.workflows.train import RANDOM_DRAWS, _model_scorer, _scalars
 from experiments.workflows.wandb_run import log_result_tables, log_run_results
-from ranking.baselines import random_scorer
-from ranking.bi_encoder import StudentDataModule, student_train_metric_names
-from ranking.distillation import DISTILLATION_DEFAULTS, cached_teacher_scores
-from ranking.encoders import check_max_length, load_tokenizer
-from ranking.metric_set import metric_names
-from ranking.monitor import check_monitor, check_monitor_form
-from ranking.per_query import per_query_metrics, summarize, write_per_query
-from ranking.prior import attach_prior_features
-from ranking.report import print_tables, write_json
-from ranking.serving import load_checkpoint
+from ranking.analysis.report import print_tables, write_json
+from ranking.losses.distillation import DISTILLATION_DEFAULTS
+from ranking.metrics.metric_set import metric_names
+from ranking.metrics.monitor import check_monitor, check_monitor_form
+from ranking.metrics.per_query import per_query_metrics, summarize, write_per_query
+from ranking.modules.bi_encoder import student_train_metric_names
+from ranking.nn.encoders import check_max_length, load_tokenizer
+from ranking.scorers.baselines import random_scorer
+from ranking.scorers.prior_features import attach_prior_features
+from ranking.serving.checkpoints import load_checkpoint
+from ranking.serving.teacher_scores import cached_teacher_scores
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Loads the data config's table, applies its engagement simulator (``data.engagement``) and prints,
 per region and label, NDCG@k of the relevance ranking vs the display order vs random
-(:mod:`ranking.engagement_check`).
+(:mod:`ranking.analysis.engagement_check`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from data_modules.engagement import EngagementSimulator
 from data_modules.errors import ConfigError
 from experiments.workflows.config import instantiate, plain
-from ranking.engagement_check import engagement_signal, signal_markdown
+from ranking.analysis.engagement_check import engagement_signal, signal_markdown
 
 
 def check(cfg: DictConfig) -> tuple[dict, dict]:

@@ -2,7 +2,7 @@
 
 Writes the model as a Hugging Face directory with its task heads, ``shoprank.json`` and a model
 card, plus sentence-transformers and ONNX copies, each checked against PyTorch
-(:mod:`ranking.export`). ``Ranker.from_pretrained(<dir>)`` loads it back.
+(:mod:`ranking.serving.export`). ``Ranker.from_pretrained(<dir>)`` loads it back.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from data_modules.errors import ConfigError
-from ranking.api import TextOptions, run_config_of
-from ranking.export import export_model
-from ranking.serving import load_checkpoint
+from ranking.serving.api import TextOptions, run_config_of
+from ranking.serving.checkpoints import load_checkpoint
+from ranking.serving.export import export_model
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:

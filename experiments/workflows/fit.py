@@ -33,7 +33,7 @@ from experiments.workflows.config import build_trainer, check_config_values
 from experiments.workflows.resume import prepare_resume
 from experiments.workflows.run_dir import guard_output_dir, is_rank_zero
 from experiments.workflows.wandb_run import finish_wandb, log_resolved_config, record_run_id
-from ranking.checkpoints import check_checkpoint
+from ranking.serving.checkpoints import check_checkpoint
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """``predict(cfg)``: rank every candidate of a split with a checkpoint -> TREC run + parquet.
 
-Scoring itself is the library's (:mod:`ranking.serving`); this is the workflow behind
+Scoring itself is the library's (:mod:`ranking.serving.scoring`); this is the workflow behind
 ``python -m experiments.predict``.
 """
 
@@ -19,26 +19,24 @@ from omegaconf.errors import MissingMandatoryValue
 from data_modules.errors import ConfigError
 from experiments.workflows.config import build_datamodule, check_config_values
 from experiments.workflows.run_dir import guard_output_dir
-from ranking.bi_encoder import BiEncoderModule
-from ranking.distillation import file_sha256
-from ranking.encoders import load_tokenizer
-from ranking.inference import inference_options
-from ranking.prior import attach_prior_features
-from ranking.report import write_json
-from ranking.serving import (
+from ranking.analysis.report import write_json
+from ranking.modules.bi_encoder import BiEncoderModule
+from ranking.nn.encoders import load_tokenizer
+from ranking.nn.inference import inference_options
+from ranking.scorers.prior_features import attach_prior_features
+from ranking.serving.checkpoints import file_sha256, load_checkpoint
+from ranking.serving.onnx_student import OnnxBiEncoder, export_onnx
+from ranking.serving.scoring import (
     BACKENDS,
     LabelsOptional,
-    OnnxBiEncoder,
     build_product_index,
-    export_onnx,
-    load_checkpoint,
     score_bi_encoder,
     score_cross_encoder,
     scores_frame,
     torch_encoder,
     write_trec_run,
 )
-from ranking.trec import check_run_name, pair_frame, write_trec_files
+from ranking.serving.trec import check_run_name, pair_frame, write_trec_files
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +118,7 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     Writes into ``cfg.paths.output_dir``: ``run.trec`` (ordered by ``cfg.rank_by``, default the
     model's first task), ``run.<task>.trec`` per task and ``qrels.<task>.txt`` per task whose
     labels the data has (ids with whitespace numbered, ``qids.tsv``/``docids.tsv`` map them
-    back; :mod:`ranking.trec`), ``scores.parquet`` (query_id, product_id, region,
+    back; :mod:`ranking.serving.trec`), ``scores.parquet`` (query_id, product_id, region,
     ``score_<task>`` per task, rank), ``predictions.json`` (what was done, paths, timings)
     and, for a student with ``export_onnx``, ``onnx/``. A student's product vectors are saved under
     ``<paths.cache_dir>/product_vectors/`` and reused by later calls.

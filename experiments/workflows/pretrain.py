@@ -1,8 +1,8 @@
 """``pretrain(cfg)``: masked-LM domain pretraining of an encoder on the product corpus.
 
 The corpus, tokenizer training, MLM model and LightningModule are the library's
-(:mod:`ranking.pretraining`); this is the workflow behind ``python -m experiments.pretrain``, on
-the shared fit routine (:mod:`experiments.workflows.fit`).
+(:mod:`ranking.modules.masked_lm`); this is the workflow behind ``python -m experiments.pretrain``,
+on the shared fit routine (:mod:`experiments.workflows.fit`).
 """
 
 from __future__ import annotations
@@ -20,26 +20,28 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from data_modules.errors import ConfigError, EncoderLoadError
-from experiments.workflows.config import build_loggers, build_source, plain
-from experiments.workflows.fit import finishing_wandb, fit_model, start_run, write_run_config
-from experiments.workflows.wandb_run import log_resolved_config, log_run_results, record_run_id
-from ranking.encoders import check_max_length, load_tokenizer
-from ranking.pretraining import (
+from data_modules.corpus import (
     TRAIN_MASK_SEED_OFFSET,
     VAL_MASK_SEED_OFFSET,
-    MaskedLMModule,
-    PretrainOptions,
     build_corpus,
-    build_mlm_model,
     fixed_masked_batches,
     mlm_collator,
-    plot_loss_curve,
     split_corpus,
     tokenize_texts,
     train_wordpiece,
 )
-from ranking.report import write_json
+from data_modules.errors import ConfigError, EncoderLoadError
+from experiments.workflows.config import build_loggers, build_source, plain
+from experiments.workflows.fit import finishing_wandb, fit_model, start_run, write_run_config
+from experiments.workflows.wandb_run import log_resolved_config, log_run_results, record_run_id
+from ranking.analysis.report import write_json
+from ranking.modules.masked_lm import (
+    MaskedLMModule,
+    PretrainOptions,
+    build_mlm_model,
+    plot_loss_curve,
+)
+from ranking.nn.encoders import check_max_length, load_tokenizer
 
 log = logging.getLogger(__name__)
 

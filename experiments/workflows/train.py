@@ -25,18 +25,18 @@ from experiments.workflows.fit import (
 )
 from experiments.workflows.run_dir import is_rank_zero
 from experiments.workflows.wandb_run import log_result_tables, log_run_results
-from ranking.baselines import ScoreFn, random_scorer
-from ranking.checkpoints import check_checkpoint
-from ranking.encoders import check_max_length, load_tokenizer
-from ranking.inference import inference_options
-from ranking.module import RankingModule
-from ranking.monitor import check_monitor, check_monitor_form
-from ranking.per_query import per_query_metrics, summarize, write_per_query
-from ranking.prior import attach_prior_features
-from ranking.ranker import SPLIT_CHECKPOINT_KEY
-from ranking.rankings import sample_rankings
-from ranking.report import print_tables, write_json
-from ranking.trec import cross_check, pair_frame, write_trec_files
+from ranking.analysis.rankings import sample_rankings
+from ranking.analysis.report import print_tables, write_json
+from ranking.metrics.monitor import check_monitor, check_monitor_form
+from ranking.metrics.per_query import per_query_metrics, summarize, write_per_query
+from ranking.modules.cross_encoder import RankingModule
+from ranking.modules.ranker import SPLIT_CHECKPOINT_KEY
+from ranking.nn.encoders import check_max_length, load_tokenizer
+from ranking.nn.inference import inference_options
+from ranking.scorers.baselines import ScoreFn, random_scorer
+from ranking.scorers.prior_features import attach_prior_features
+from ranking.serving.checkpoints import check_checkpoint
+from ranking.serving.trec import cross_check, pair_frame, write_trec_files
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _baseline_scorers(
     names: Sequence[str], datamodule: Any, split: str, num_tasks: int, seed: int
 ) -> dict[str, tuple[ScoreFn, int]]:
     """``{name: (score_fn, draws)}`` for the configured ``baselines``."""
-    from ranking.text_baselines import build_text_baseline, lookup_scorer
+    from ranking.scorers.text_baselines import build_text_baseline, lookup_scorer
 
     scorers: dict[str, tuple[ScoreFn, int]] = {}
     # LambdaMART reads the zero-shot cosine of every pair row (all splits): computed once (or
@@ -102,7 +102,7 @@ def _baseline_scorers(
         index = datamodule.pair_feature_names.index("minilm_cosine")
         cosine = np.ascontiguousarray(datamodule.pair_features[:, index])
     elif "lambdamart" in names:
-        from ranking.prior import compute_prior_features
+        from ranking.scorers.prior_features import compute_prior_features
 
         cached = compute_prior_features(
             ["minilm_cosine"], datamodule.pair_texts, datamodule.cache_dir
@@ -112,7 +112,7 @@ def _baseline_scorers(
         if name == "random":
             scorers[name] = (random_scorer(num_tasks, seed), RANDOM_DRAWS)
         elif name == "lambdamart":  # learns from the training split, early-stops on validation
-            from ranking.lambdamart import lambdamart_scorer
+            from ranking.scorers.lambdamart import lambdamart_scorer
 
             score = lambdamart_scorer(datamodule, num_tasks, seed=seed, cosine=cosine)
             scorers[name] = (score, 1)

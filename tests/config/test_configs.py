@@ -17,8 +17,8 @@ from experiments.workflows.config import (
     plain,
     task_list,
 )
-from ranking.encoders import load_tokenizer, minilm_package_dir
 from ranking.losses import build_loss
+from ranking.nn.encoders import load_tokenizer, minilm_package_dir
 from tests.conftest import CONF_DIR, SHARED
 
 GROUPS = [

@@ -2,7 +2,7 @@
 
 Lightning's own atomic save stages a checkpoint in ``$TMPDIR`` and moves it; when the run
 directory is on another filesystem the move is a copy onto ``last.ckpt``, and a kill during that
-copy leaves a truncated file that no resume can read. :class:`ranking.checkpoints.
+copy leaves a truncated file that no resume can read. :class:`ranking.serving.checkpoints.
 AtomicCheckpointIO` writes the temporary file in the target's directory and renames it.
 """
 
@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from experiments.workflows.train import train
-from ranking.checkpoints import AtomicCheckpointIO, atomic_write, read_checkpoint
+from ranking.serving.checkpoints import AtomicCheckpointIO, atomic_write, read_checkpoint
 from tests.cli import run_cli
 
 

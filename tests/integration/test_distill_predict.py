@@ -16,12 +16,14 @@ import pytest
 import torch
 
 from data_modules.errors import ConfigError
+from data_modules.student import StudentDataModule
 from experiments.workflows.distill import distill
 from experiments.workflows.predict import predict
 from experiments.workflows.train import train
-from ranking.bi_encoder import BiEncoderModule, StudentDataModule
-from ranking.module import RankingModule
-from ranking.serving import load_checkpoint, write_trec_run
+from ranking.modules.bi_encoder import BiEncoderModule
+from ranking.modules.cross_encoder import RankingModule
+from ranking.serving.checkpoints import load_checkpoint
+from ranking.serving.scoring import write_trec_run
 from tests.conftest import REPO, compose_config, tiny_overrides
 
 DATA = [

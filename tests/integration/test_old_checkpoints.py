@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ranking import Ranker
-from ranking.api import TextOptions
+from ranking.serving.api import TextOptions
 
 DIR = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
 EXPECTED = json.loads((DIR / "expected_scores.json").read_text())

@@ -11,20 +11,18 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from data_modules.errors import ConfigError, DataValidationError
-from experiments.workflows.pretrain import pretrain
-from experiments.workflows.train import train
-from ranking.encoders import load_encoder_model, load_tokenizer
-from ranking.pretraining import (
-    PretrainOptions,
+from data_modules.corpus import (
     build_corpus,
-    build_mlm_model,
     fixed_masked_batches,
-    masked_lm_loss,
     split_corpus,
     tokenize_texts,
     train_wordpiece,
 )
+from data_modules.errors import ConfigError, DataValidationError
+from experiments.workflows.pretrain import pretrain
+from experiments.workflows.train import train
+from ranking.modules.masked_lm import PretrainOptions, build_mlm_model, masked_lm_loss
+from ranking.nn.encoders import load_encoder_model, load_tokenizer
 
 # A 1-layer, 32-wide encoder on ~100 synthetic products: one epoch of 3-4 optimiser steps.
 TINY_PRETRAIN = [

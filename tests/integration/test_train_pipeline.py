@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from experiments.workflows.train import evaluate, train
-from ranking.module import RankingModule
-from ranking.per_query import summarize
+from ranking.metrics.per_query import summarize
+from ranking.modules.cross_encoder import RankingModule
 from tests.conftest import REPO
 
 # The cross-check of the TREC files needs ir_measures (the `eval` and `dev` extras).
