@@ -204,7 +204,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     inference = []
     fast = next((run for run in runs if run.mode.name == FAST), None)
     if fast is not None:
-        scorer = fast.module.scorer
+        scorer = fast.module.model
         variants = [("one padded call", None, False), ("length buckets", BUCKET, False)]
         variants.append(("length buckets + bf16", BUCKET, True))
         reference = None

@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     pairs = int(sum(int(b["mask"].sum()) for b in batches))
     tokens = [b["attention_mask"][b["mask"]].sum(-1).float() for b in batches]
-    scorers: dict[str, Any] = {REFERENCE: module.scorer}
+    scorers: dict[str, Any] = {REFERENCE: module.model}
     build_s: dict[str, float] = {}
     skipped: dict[str, str] = {}
     for mode in args.modes:
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             continue
         start = time.perf_counter()
         try:
-            scorers[mode] = FastCrossEncoder(module.scorer, mode, chunk_size=args.chunk)
+            scorers[mode] = FastCrossEncoder(module.model, mode, chunk_size=args.chunk)
         except Exception as err:  # reported, the other modes still run
             skipped[mode] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
             continue

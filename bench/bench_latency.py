@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ranking.nn.encoders import load_tokenizer
     from ranking.serving.checkpoints import load_checkpoint
     from ranking.serving.onnx_student import OnnxBiEncoder, export_onnx
-    from ranking.serving.scoring import encode_texts, torch_encoder
+    from ranking.serving.scoring import encode_tokens, torch_encoder
 
     if args.student is None:
         student_ckpt, teacher_ckpt, config = newest_distill_run(args.log_dir)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     student_tok = student.tokenizer()
     model = student.model.eval()
     opts = student.bi_options
-    vectors = encode_texts(
+    vectors = encode_tokens(
         torch_encoder(model, "product"),
         texts.products,
         np.arange(len(texts.products)),
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 padding=True,
                 return_tensors="pt",
             )
-            out = teacher.scorer(
+            out = teacher.model(
                 input_ids=enc["input_ids"],
                 attention_mask=enc["attention_mask"],
                 token_type_ids=enc["token_type_ids"],

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import lightning.pytorch as pl
+import lightning.pytorch as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
@@ -56,7 +56,7 @@ class ResumeDataOrder(Callback):
     says so if that ever changes).
     """
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.ckpt_path is None:
             return
         fit_loop = trainer.fit_loop
@@ -86,7 +86,7 @@ class ResumeDataOrder(Callback):
             self._restart_iterator(trainer)
 
     @staticmethod
-    def _restart_iterator(trainer: pl.Trainer) -> None:
+    def _restart_iterator(trainer: L.Trainer) -> None:
         fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
         if fetcher is None or not hasattr(fetcher, "combined_loader"):
             rank_zero_warn(

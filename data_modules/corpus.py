@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import polars as pls
+import polars as pl
 import torch
 from transformers import BertTokenizerFast, DataCollatorForLanguageModeling
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -41,9 +41,9 @@ class Corpus:
     queries: int
 
 
-def _text_column(table: pls.DataFrame, column: str, source: str, required: bool) -> pls.Series:
+def _text_column(table: pl.DataFrame, column: str, source: str, required: bool) -> pl.Series:
     """``column`` as strings with nulls as ""; an empty required value names its first rows."""
-    values = table.get_column(column).cast(pls.Utf8).fill_null("").str.strip_chars()
+    values = table.get_column(column).cast(pl.Utf8).fill_null("").str.strip_chars()
     if required:
         empty = (values == "").arg_true().to_list()
         if empty:
@@ -55,7 +55,7 @@ def _text_column(table: pls.DataFrame, column: str, source: str, required: bool)
 
 
 def build_corpus(
-    table: pls.DataFrame, source: str, text_fields: Sequence[str], include_queries: bool
+    table: pl.DataFrame, source: str, text_fields: Sequence[str], include_queries: bool
 ) -> Corpus:
     """The masked-LM corpus of a canonical table.
 
@@ -96,7 +96,7 @@ def build_corpus(
         raise DataValidationError(f"{source}: missing required column 'product_id'")
     # Checked on the whole table, so that the rows named in an error are the file's rows.
     columns = [_text_column(table, c, source, required=c == "product_title") for c in present]
-    first_rows = table.select(pls.col("product_id").is_first_distinct()).to_series()
+    first_rows = table.select(pl.col("product_id").is_first_distinct()).to_series()
     product_texts = [
         FIELD_SEPARATOR.join(part for part in parts if part)
         for parts in zip(*(c.filter(first_rows).to_list() for c in columns), strict=True)
@@ -178,7 +178,7 @@ def train_wordpiece(
     )
 
 
-def tokenize_texts(
+def tokenize_corpus(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, whole_word: bool
 ) -> list[dict[str, list[int]]]:
     """Token features per text for the MLM collator (truncated to ``max_length``).

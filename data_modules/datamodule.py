@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl_light
+import lightning.pytorch as L
 import numpy as np
 import polars as pl
 from torch.utils.data import DataLoader
@@ -48,7 +48,7 @@ _DESCRIBE_FIRST = (
 DEFAULT_PRODUCT_FIELDS = ("product_title", "product_brand", "product_color")
 
 
-class ListwiseDataModule(pl_light.LightningDataModule):
+class ListwiseDataModule(L.LightningDataModule):
     """Query-grouped listwise batches from any :class:`TableSource`.
 
     Batches follow :class:`data_modules.listwise.ListwiseCollator`: ``input_ids [B, L, T]``,

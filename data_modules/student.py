@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import lightning.pytorch as pl_light
+import lightning.pytorch as L
 import numpy as np
 import polars as pl
 import torch
@@ -256,7 +256,7 @@ class BiEncoderCollator:
         return batch
 
 
-class StudentDataModule(pl_light.LightningDataModule):
+class StudentDataModule(L.LightningDataModule):
     """The lists of a set-up :class:`ListwiseDataModule`, batched for the bi-encoder.
 
     Same lists, caps, seeds and per-epoch sampling as the wrapped datamodule; the training loader

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import polars
+import polars as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
@@ -97,6 +97,11 @@ def distill(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     teacher = load_checkpoint(ckpt, key="teacher_ckpt", expect="cross_encoder")
     check_monitor_form(str(cfg.monitor), teacher.task_names, list(cfg.student.metrics))
     bi_options = plain(cfg.student.get("bi_encoder")) or {}
+    if "query_region_prefix" in bi_options:  # it would be overwritten below: not a setting
+        raise ConfigError(
+            "student.bi_encoder.query_region_prefix is not a setting: the student reads queries "
+            "as its data does (data.region_in_query); remove the key"
+        )
     for side in ("query_max_length", "product_max_length"):
         if side in bi_options:
             check_max_length(bi_options[side], plain(cfg.encoder), f"student.bi_encoder.{side}")
@@ -190,7 +195,7 @@ def distill(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # come from the student's loader, the teacher's from its own pairs; both loaders hold the
     # same test lists under the same list indices.
     query_ids = datamodule.lists["test"].query_ids
-    per_query = polars.concat(
+    per_query = pl.concat(
         [
             per_query_metrics(
                 test_loader,
@@ -215,7 +220,7 @@ def distill(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     )
     teacher_metrics, random_metrics = (
         summarize(
-            per_query.filter(polars.col("scorer") == name),
+            per_query.filter(pl.col("scorer") == name),
             "test",
             student.task_names,
             datamodule.region_names,

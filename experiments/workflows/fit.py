@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import lightning.pytorch as pl
+import lightning.pytorch as L
 from omegaconf import DictConfig, OmegaConf
 
 from data_modules.errors import ConfigError
@@ -68,7 +68,7 @@ def start_run(cfg: DictConfig, resumable: bool = True) -> Path:
         guard_output_dir(output_dir, resume=str(cfg.get("ckpt_path")) == "last")
     else:
         guard_output_dir(output_dir, resumable=False)
-    pl.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True)
     return output_dir
 
 
@@ -110,8 +110,8 @@ def traced_trainer(cfg: DictConfig, output_dir: Path, job_type: str, **overrides
 
 
 def fit_model(
-    trainer: pl.Trainer,
-    module: pl.LightningModule,
+    trainer: L.Trainer,
+    module: L.LightningModule,
     monitor: str | None,
     ckpt_path: str | None = None,
     **data: Any,

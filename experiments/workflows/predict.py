@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
+import lightning.pytorch as L
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
@@ -142,7 +142,7 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ConfigError(f"rank_by: unknown task {rank_by!r}; the model's: {module.task_names}")
     run_name = str(cfg.get("run_name", "shoprank"))
     check_run_name(run_name)
-    pl.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
+import lightning.pytorch as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
@@ -27,7 +27,7 @@ from data_modules.corpus import (
     fixed_masked_batches,
     mlm_collator,
     split_corpus,
-    tokenize_texts,
+    tokenize_corpus,
     train_wordpiece,
 )
 from data_modules.errors import ConfigError, EncoderLoadError
@@ -109,8 +109,8 @@ def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     corpus = build_corpus(source.load(), source.name, opts.text_fields, opts.include_queries)
     train_texts, val_texts = split_corpus(corpus.texts, opts.val_fraction, cfg.seed)
     tokenizer = _tokenizer_for(spec, opts, train_texts)
-    train_features = tokenize_texts(tokenizer, train_texts, opts.max_length, opts.whole_word_mask)
-    val_features = tokenize_texts(tokenizer, val_texts, opts.max_length, opts.whole_word_mask)
+    train_features = tokenize_corpus(tokenizer, train_texts, opts.max_length, opts.whole_word_mask)
+    val_features = tokenize_corpus(tokenizer, val_texts, opts.max_length, opts.whole_word_mask)
     # Written once the data passed its checks: a stopped run leaves no run behind it.
     write_run_config(output_dir, config_text)
     lengths = [sum(f["attention_mask"]) for f in train_features]
@@ -143,7 +143,7 @@ def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         val_features, tokenizer, opts, cfg.seed + VAL_MASK_SEED_OFFSET
     )
     val_loader = DataLoader(val_batches, batch_size=None) if val_batches else None
-    trainer = pl.Trainer(
+    trainer = L.Trainer(
         accelerator=opts.accelerator,
         devices=1,
         precision=opts.precision,

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
+import lightning.pytorch as L
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -61,7 +61,7 @@ def last_checkpoints(directory: str | Path) -> list[Path]:
 
 
 def resolve_ckpt_path(
-    ckpt_path: str | None, checkpoint_dir: str | Path, trainer: pl.Trainer | None = None
+    ckpt_path: str | None, checkpoint_dir: str | Path, trainer: L.Trainer | None = None
 ) -> str | None:
     """The checkpoint ``trainer.fit`` should resume from, or one clear error.
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
+import lightning.pytorch as L
 import numpy as np
-import polars
+import polars as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -28,12 +28,12 @@ from experiments.workflows.wandb_run import log_result_tables, log_run_results
 from ranking.analysis.rankings import sample_rankings
 from ranking.analysis.report import print_tables, write_json
 from ranking.metrics.monitor import check_monitor, check_monitor_form
-from ranking.metrics.per_query import per_query_metrics, summarize, write_per_query
+from ranking.metrics.per_query import ScoreFn, per_query_metrics, summarize, write_per_query
 from ranking.modules.cross_encoder import RankingModule
 from ranking.modules.ranker import SPLIT_CHECKPOINT_KEY
 from ranking.nn.encoders import check_max_length, load_tokenizer
 from ranking.nn.inference import inference_options
-from ranking.scorers.baselines import ScoreFn, random_scorer
+from ranking.scorers.baselines import random_scorer
 from ranking.scorers.prior_features import attach_prior_features
 from ranking.serving.checkpoints import check_checkpoint
 from ranking.serving.trec import cross_check, pair_frame, write_trec_files
@@ -124,10 +124,7 @@ def _baseline_scorers(
             for rows in datamodule.lists[split].rows:
                 in_split[rows] = True
             texts = datamodule.pair_texts.with_columns(
-                polars.when(polars.Series(in_split))
-                .then(polars.col(c))
-                .otherwise(polars.lit(""))
-                .alias(c)
+                pl.when(pl.Series(in_split)).then(pl.col(c)).otherwise(pl.lit("")).alias(c)
                 for c in ("query", "product")
             )
             scorers[name] = (build_text_baseline(name, texts, num_tasks), 1)
@@ -135,7 +132,7 @@ def _baseline_scorers(
 
 
 def _test_and_report(
-    trainer: pl.Trainer,
+    trainer: L.Trainer,
     module: RankingModule,
     datamodule: Any,
     split: str,
@@ -181,7 +178,7 @@ def _test_and_report(
     write_per_query(per_query, output_dir / "per_query.parquet")
     baselines = {
         name: summarize(
-            per_query.filter(polars.col("scorer") == name),
+            per_query.filter(pl.col("scorer") == name),
             "test",
             module.task_names,
             datamodule.region_names,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
 
-ScoreFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+from ranking.metrics.per_query import ScoreFn
 
 
 def sample_rankings(

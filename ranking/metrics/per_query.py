@@ -15,6 +15,7 @@ import torch
 
 from ranking.metrics.metric_set import RankingMetricSet
 
+#: A scorer: ``batch -> [B, L, K]`` scores (the model, a baseline); the one definition.
 ScoreFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
 COLUMNS = ("scorer", "query_id", "region", "task", "metric", "value")

@@ -112,7 +112,7 @@ class RankingModule(ListwiseRanker):
             raise ConfigError(f"model.bucket_tokens must be >= 1 or null, got {bucket_tokens!r}")
         prior_spec = check_prior_spec(prior)
         self.prior_feature_names = list(prior_spec["features"]) if prior_spec else []
-        self.scorer = CrossEncoder(
+        self.model = CrossEncoder(
             model,
             tower_module,
             pooling=encoder.get("pooling", "cls"),
@@ -130,13 +130,13 @@ class RankingModule(ListwiseRanker):
     @property
     def region_feature_dim(self) -> int:
         """F, the number of region feature columns the region mask reads (0: none)."""
-        mask = getattr(self.scorer.tower, "region_mask", None)
+        mask = getattr(self.model.tower, "region_mask", None)
         return int(getattr(mask, "region_feature_dim", 0)) if mask is not None else 0
 
     @property
     def region_feature_columns(self) -> list[str]:
         """Names of the region feature columns the model was trained with (``[]``: unnamed/none)."""
-        mask = getattr(self.scorer.tower, "region_mask", None)
+        mask = getattr(self.model.tower, "region_mask", None)
         return list(getattr(mask, "feature_columns", None) or [])
 
     def check_region_features(self, columns: Sequence[str] | int) -> None:
@@ -178,7 +178,7 @@ class RankingModule(ListwiseRanker):
 
     def fit_region_feature_stats(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Set the mask's standardisation statistics and record them in the hparams."""
-        self.scorer.tower.region_mask.set_feature_stats(mean, std)
+        self.model.tower.region_mask.set_feature_stats(mean, std)
         spec = dict(self.hparams["region_mask"])
         spec["feature_mean"], spec["feature_std"] = (
             [float(v) for v in mean],
@@ -212,13 +212,21 @@ class RankingModule(ListwiseRanker):
     def prepare_inference(self) -> FastCrossEncoder | None:
         """Build the fast scorer from the current weights (when :meth:`use_inference` was set)."""
         spec = self.inference
-        self._fast = None if spec is None else FastCrossEncoder(self.scorer, **spec)
+        self._fast = None if spec is None else FastCrossEncoder(self.model, **spec)
         return self._fast
 
     @property
     def fast_scorer(self) -> FastCrossEncoder | None:
         """The scorer test and predict steps use now (None: the float32 PyTorch one)."""
         return self._fast
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints written before issue 16 named the network ``scorer``; it is ``model`` now,
+        # as in every other shoprank LightningModule. Their weights load under the new name.
+        state = checkpoint.get("state_dict") or {}
+        for key in [k for k in state if k.startswith("scorer.")]:
+            state["model." + key.removeprefix("scorer.")] = state.pop(key)
+        super().on_load_checkpoint(checkpoint)
 
     def on_test_start(self) -> None:
         self.prepare_inference()
@@ -240,7 +248,7 @@ class RankingModule(ListwiseRanker):
         if (0 if features is None else features.shape[-1]) != self.region_feature_dim:
             self.check_region_features(0 if features is None else int(features.shape[-1]))
         fast = self._fast is not None and not self.training and not torch.is_grad_enabled()
-        scorer = self._fast if fast else self.scorer
+        scorer = self._fast if fast else self.model
         return score_lists(scorer, batch, self.region_lookup[batch["region"]])
 
     def compute_loss(

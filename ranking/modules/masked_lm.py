@@ -30,9 +30,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
+import lightning.pytorch as L
 import numpy as np
-import polars as pls
+import polars as pl
 import torch
 import torch.nn.functional as F
 from torchmetrics.aggregation import MeanMetric
@@ -201,7 +201,7 @@ def masked_lm_loss(model: PreTrainedModel, batch: Mapping[str, torch.Tensor]) ->
     return F.cross_entropy(logits.float(), labels[selected])
 
 
-class MaskedLMModule(pl.LightningModule):
+class MaskedLMModule(L.LightningModule):
     """Lightning wrapper that trains a masked-LM model and tracks token-weighted epoch losses.
 
     Logs ``train/mlm_loss`` and ``train/lr`` every step, ``train/mlm_loss_epoch`` and
@@ -275,11 +275,11 @@ def plot_loss_curve(csv_path: Path, png_path: Path) -> None:
     """PNG of the per-step training MLM loss (raw and moving average) and val loss per epoch."""
     from matplotlib.figure import Figure  # object API: no pyplot global state, no GUI backend
 
-    table = pls.read_csv(csv_path)
+    table = pl.read_csv(csv_path)
     figure = Figure(figsize=(7, 4))
     axes = figure.subplots()
     if "train/mlm_loss" in table.columns:
-        train = table.filter(pls.col("train/mlm_loss").is_not_null())
+        train = table.filter(pl.col("train/mlm_loss").is_not_null())
         steps, losses = train["step"].to_numpy(), train["train/mlm_loss"].to_numpy()
         axes.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="train (step)")
         window = max(1, len(losses) // 25)
@@ -288,7 +288,7 @@ def plot_loss_curve(csv_path: Path, png_path: Path) -> None:
             centre = steps[(window - 1) // 2 :][: len(smooth)]  # centred moving average
             axes.plot(centre, smooth, color="tab:blue", label=f"train (mean of {window})")
     if "val/mlm_loss" in table.columns:
-        val = table.filter(pls.col("val/mlm_loss").is_not_null())
+        val = table.filter(pl.col("val/mlm_loss").is_not_null())
         axes.plot(
             val["step"], val["val/mlm_loss"], "o-", color="tab:orange", label="val (fixed masks)"
         )

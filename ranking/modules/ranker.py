@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import lightning.pytorch as pl
+import lightning.pytorch as L
 import torch
 
 from data_modules.errors import ConfigError, DataValidationError
@@ -46,7 +46,7 @@ def task_specs(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return specs
 
 
-class ListwiseRanker(pl.LightningModule):
+class ListwiseRanker(L.LightningModule):
     """Base class. Subclasses call :meth:`init_ranker` and implement :meth:`score` and
     :meth:`compute_loss`; ``training_step`` is theirs too.
 

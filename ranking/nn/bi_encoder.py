@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,6 +76,20 @@ def bi_encoder_options(given: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- model
+def similarity_scores(queries: Any, products: Any, similarity: str, temperature: float) -> Any:
+    """Scores ``[..., K]`` of broadcastable query and product vectors ``[..., K, D]``.
+
+    ``dot``: ``<u, v>``; ``cosine``: ``<u, v> / temperature`` (the vectors are unit-normalised when
+    encoded). The one definition for torch tensors (training, :class:`BiEncoder`) and numpy arrays
+    (a saved product index, ONNX serving): the same formula, each in its own library.
+    """
+    if isinstance(queries, np.ndarray):
+        scores = np.einsum("...kd,...kd->...k", queries, products)
+    else:
+        scores = (queries * products).sum(-1)
+    return scores / temperature if similarity == "cosine" else scores
+
+
 class BiEncoder(nn.Module):
     """Query and product towers with K per-task projection heads (see the module docstring).
 
@@ -131,8 +146,7 @@ class BiEncoder(nn.Module):
 
     def similarity_scores(self, queries: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
         """Scores ``[..., K]`` of broadcastable query and product vectors ``[..., K, D]``."""
-        scores = (queries * products).sum(-1)
-        return scores / self.temperature if self.similarity == "cosine" else scores
+        return similarity_scores(queries, products, self.similarity, self.temperature)
 
 
 def _trim(input_ids: torch.Tensor, attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 
-from ranking.metrics.per_query import per_query_metrics, summarize
-
-ScoreFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+from ranking.metrics.per_query import ScoreFn, per_query_metrics, summarize
 
 
 def random_scorer(num_tasks: int, seed: int) -> ScoreFn:

@@ -44,7 +44,7 @@ import polars as pl
 import torch
 
 from data_modules.errors import ConfigError, DataValidationError
-from ranking.scorers.baselines import ScoreFn
+from ranking.metrics.per_query import ScoreFn
 from ranking.scorers.text_baselines import PAD_SCORE, biencoder_row_scores, bm25_row_scores
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ import scipy.sparse as sp
 import torch
 
 from data_modules.errors import ConfigError, DataValidationError
+from ranking.metrics.per_query import ScoreFn
 from ranking.nn.encoders import load_tokenizer, minilm_package_dir
-from ranking.scorers.baselines import ScoreFn
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def bm25_scorer(pair_texts: pl.DataFrame, num_tasks: int, **bm25_options: Any) -
 
 
 # --------------------------------------------------------------------------- bi-encoder
-def encode_texts(
+def embed_texts(
     texts: Sequence[str],
     model: Any,
     batch_size: int = 64,
@@ -278,7 +278,7 @@ def encode_texts(
     (for all-MiniLM-L6-v2: mean pooling over the non-padding tokens), batches of similar length.
     """
     if not texts:
-        raise DataValidationError("encode_texts: no texts to encode")
+        raise DataValidationError("embed_texts: no texts to encode")
     vectors = model.encode(
         list(texts),
         batch_size=batch_size,
@@ -317,7 +317,7 @@ def biencoder_row_scores(
     if show_progress is None:
         show_progress = len(texts) >= PROGRESS_MIN_TEXTS
     log.info("%s: encoding %d unique texts for %d pair rows on %s", name, len(texts), n, device)
-    vectors = encode_texts(texts, model, batch_size, show_progress)
+    vectors = embed_texts(texts, model, batch_size, show_progress)
 
     scores = torch.empty(n, dtype=torch.float32)
     for start in range(0, n, _CHUNK_ROWS):

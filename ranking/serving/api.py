@@ -341,7 +341,7 @@ class Ranker:
         out = np.zeros((len(pairs), len(self.tasks)), np.float32)
         for index in self._batches([len(r["input_ids"]) for r in rows]):
             batch = self._pad([rows[i] for i in index])
-            result = self.module.scorer(
+            result = self.module.model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 token_type_ids=batch.get("token_type_ids"),

@@ -239,9 +239,9 @@ def _export_cross_encoder(
         else:
             summary["sentence_transformers"] = f"not written: {reason}"
     if not (out / "config.json").is_file():  # without the CrossEncoder: the encoder alone
-        module.scorer.encoder.save_pretrained(str(out))
+        module.model.encoder.save_pretrained(str(out))
         tokenizer.save_pretrained(str(out))
-    heads = {k: v for k, v in module.scorer.state_dict().items() if not k.startswith("encoder.")}
+    heads = {k: v for k, v in module.model.state_dict().items() if not k.startswith("encoder.")}
     _save_safetensors(heads, out / HEADS_FILE)
     if onnx:
         result = export_cross_encoder_onnx(module, tokenizer, out / "onnx", tolerance)

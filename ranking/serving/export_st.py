@@ -58,7 +58,7 @@ def build_st_cross_encoder(module: Any, tokenizer: Any, out: Path) -> Any:
     from sentence_transformers.base.modules import Dense, Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
 
-    scorer = module.scorer
+    scorer = module.model
     scorer.encoder.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     max_length = int(module.hparams.encoder.get("max_length", 64))

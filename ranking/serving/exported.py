@@ -60,7 +60,7 @@ def load_export_dir(directory: Path, hparams: dict[str, Any], kind: str) -> Any:
     cls = BiEncoderModule if kind == "bi_encoder" else RankingModule
     with _quiet():  # a BERT saved without its unused pooler is reported as "missing" keys
         module = cls(**hparams)
-    target = module.model if kind == "bi_encoder" else module.scorer
+    target = module.model
     state = _load_safetensors(directory / HEADS_FILE)
     result = target.load_state_dict(state, strict=False)
     encoder_prefix = "query_encoder." if kind == "bi_encoder" else "encoder."

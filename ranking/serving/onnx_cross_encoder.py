@@ -66,7 +66,7 @@ class _CrossEncoderGraph(nn.Module):
 def onnx_input_names(module: Any) -> list[str]:
     """The inputs of ``cross_encoder.onnx`` for this module, in order."""
     names = ["input_ids", "attention_mask"]
-    if module.scorer.uses_token_type_ids:
+    if module.model.uses_token_type_ids:
         names.append("token_type_ids")
     names.append("region")
     if module.region_feature_dim:
@@ -131,7 +131,7 @@ def export_cross_encoder_onnx(
     path = out_dir / "cross_encoder.onnx"
     names = onnx_input_names(module)
     graph = _CrossEncoderGraph(
-        module.scorer, "token_type_ids" in names, "region_features" in names
+        module.model, "token_type_ids" in names, "region_features" in names
     ).eval()
     example = _onnx_feeds(module, tokenizer, SAMPLE_PAIRS[:3], seed=0)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")

@@ -28,7 +28,7 @@ import torch
 
 from data_modules.student import RaggedTokens, StudentTexts, pair_table
 from ranking.modules.cross_encoder import RankingModule
-from ranking.nn.bi_encoder import BiEncoder
+from ranking.nn.bi_encoder import BiEncoder, similarity_scores
 from ranking.nn.inference import inference_options
 from ranking.serving.trec import TrecIds, check_run_name, write_run
 
@@ -61,7 +61,7 @@ class LabelsOptional:
 
 
 # ---------------------------------------------------------------------------------------- index
-def encode_texts(
+def encode_tokens(
     encode: EncodeFn, tokens: RaggedTokens, index: np.ndarray, pad_id: int, batch_size: int
 ) -> np.ndarray:
     """Vectors ``[len(index), K, D]`` of texts ``index``, encoded ``batch_size`` at a time.
@@ -90,14 +90,6 @@ def torch_encoder(model: BiEncoder, side: str, device: str = "cpu") -> EncodeFn:
         return out.float().cpu().numpy()
 
     return run
-
-
-def similarity_scores(
-    queries: np.ndarray, products: np.ndarray, similarity: str, temperature: float
-) -> np.ndarray:
-    """Scores ``[..., K]`` of broadcastable vectors ``[..., K, D]`` (as :class:`BiEncoder`)."""
-    scores = np.einsum("...kd,...kd->...k", queries, products)
-    return scores / temperature if similarity == "cosine" else scores
 
 
 @dataclass(frozen=True)
@@ -165,7 +157,7 @@ def build_product_index(
         log.info("Product vectors reused: %s", entry)
         return ProductIndex.load(entry), True
     start = time.perf_counter()
-    vectors = encode_texts(
+    vectors = encode_tokens(
         encode_products, texts.products, np.arange(len(texts.products)), pad_id, batch_size
     )
     log.info("Encoded %d products in %.1f s", len(vectors), time.perf_counter() - start)
@@ -219,7 +211,7 @@ def score_bi_encoder(
     rows = np.concatenate(lists.rows) if len(lists) else np.zeros(0, np.int64)
     query_of_row = texts.pair_query[rows]
     queries, row_query = np.unique(query_of_row, return_inverse=True)
-    query_vectors = encode_texts(encode_queries, texts.queries, queries, pad_id, batch_size)
+    query_vectors = encode_tokens(encode_queries, texts.queries, queries, pad_id, batch_size)
     products = index.vectors[texts.pair_product[rows]]  # [N, K, D]
     scores = similarity_scores(query_vectors[row_query], products, similarity, temperature)
     return rows, scores.astype(np.float32)

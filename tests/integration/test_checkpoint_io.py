@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import lightning.pytorch as pl_light
+import lightning.pytorch as L
 import pytest
 import torch
 
@@ -120,7 +120,7 @@ def test_the_trainer_uses_the_atomic_plugin(make_cfg) -> None:
 
 
 # ------------------------------------------------------------------ a kill during the save
-class KillDuringSave(pl_light.Callback):
+class KillDuringSave(L.Callback):
     """Kill this process (SIGKILL) in the middle of writing ``last.ckpt`` for the ``n``-th time.
 
     Both ways a checkpoint reaches ``last.ckpt`` are covered: ``torch.save`` into a real file

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-import lightning.pytorch as pl_light
+import lightning.pytorch as L
 import numpy as np
 import polars as pl
 import pytest
@@ -210,7 +210,7 @@ def test_world_size_and_rank_come_from_torch_distributed(monkeypatch) -> None:
 def test_lightning_keeps_our_sampler_under_ddp(tmp_path, tokenizer) -> None:
     """Lightning replaces any sampler that is not a DistributedSampler under DDP."""
     assert issubclass(EpochSampler, DistributedSampler)
-    trainer = pl_light.Trainer(
+    trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_progress_bar=False
     )
     connector = trainer._data_connector  # private, but it is exactly the decision under test
@@ -234,7 +234,7 @@ class _Keys(torch.utils.data.Dataset):
         return torch.tensor(key)
 
 
-class _Recorder(pl_light.LightningModule):
+class _Recorder(L.LightningModule):
     """Records the (list_index, epoch) keys each rank receives; writes them at the end."""
 
     def __init__(self, out_dir: str) -> None:
@@ -269,7 +269,7 @@ def test_lightning_ddp_ranks_see_disjoint_lists_reshuffled_per_epoch(tmp_path) -
         sampler = EpochSampler(n, shuffle=train, seed=0, even_shards=train)
         return DataLoader(_Keys(n), batch_size=2, sampler=sampler)
 
-    trainer = pl_light.Trainer(
+    trainer = L.Trainer(
         accelerator="cpu",
         devices=2,
         strategy="ddp_spawn",

@@ -212,7 +212,7 @@ def test_build_module_puts_train_statistics_into_the_hparams(make_cfg, tokenizer
     prices = dm.tables["train"].get_column("price").to_numpy()
     assert stats["mean"] == pytest.approx([prices.mean()])
     assert stats["std"] == pytest.approx([prices.std()])
-    mask = module.scorer.tower.region_mask
+    mask = module.model.tower.region_mask
     assert mask.feature_mean.tolist() == pytest.approx(stats["mean"])
 
     # The packed [N, F] features reach the mask: its gate input holds their standardised values.
@@ -267,7 +267,7 @@ def test_fast_dev_run_with_region_features_and_checkpoint_round_trip(make_cfg, t
     loaded = RankingModule.load_from_checkpoint(ckpt, map_location="cpu")
     spec = loaded.hparams.region_mask
     assert spec["feature_mean"] == stats["mean"] and spec["feature_std"] == stats["std"]
-    mask = loaded.scorer.tower.region_mask
+    mask = loaded.model.tower.region_mask
     assert mask.feature_mean.tolist() == pytest.approx(stats["mean"])
     assert mask.feature_std.tolist() == pytest.approx(stats["std"])
     assert loaded.region_feature_columns == ["price"]

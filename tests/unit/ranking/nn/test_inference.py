@@ -156,7 +156,7 @@ def test_module_uses_the_fast_scorer_for_test_and_predict_only(pairs) -> None:
         scores = module(batch)
     assert calls, "test-time scoring did not go through the fast scorer"
     with torch.inference_mode():
-        want, _ = score_lists(module.scorer, batch, module.region_lookup[batch["region"]])
+        want, _ = score_lists(module.model, batch, module.region_lookup[batch["region"]])
     torch.testing.assert_close(scores, want, atol=1e-5, rtol=1e-5)
     calls.clear()
     module.train()

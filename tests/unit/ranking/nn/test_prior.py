@@ -132,10 +132,10 @@ def test_a_run_with_a_prior_trains_evaluates_and_serves(make_cfg, tmp_path) -> N
     # The prior term is exactly w * zero-shot cosine: with the tower silenced, scores equal it.
     batch = next(iter(datamodule.eval_dataloader("test")))
     with torch.no_grad():
-        for p in module.scorer.tower.parameters():
+        for p in module.model.tower.parameters():
             p.zero_()
         scores = module.eval()(batch)
-    weight = module.scorer.prior.weight.detach()[0]
+    weight = module.model.prior.weight.detach()[0]
     expected = batch["pair_features"][..., :1] * weight
     torch.testing.assert_close(scores[batch["mask"]], expected[batch["mask"]])
 
