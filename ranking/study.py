@@ -304,7 +304,9 @@ def plot_claims(checked: pl.DataFrame, title: str, path: Path) -> Path:
         for k, c in colors.items()
     ]
     legend += [
-        Line2D([], [], marker="o", ls="", color="tab:gray", label="ours: no significant difference"),
+        Line2D(
+            [], [], marker="o", ls="", color="tab:gray", label="ours: no significant difference"
+        ),
         Line2D([], [], marker="x", ls="", color="black", label="paper's reported change"),
     ]
     ax.legend(handles=legend, fontsize=7, loc="best")
