@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-finetune bench-framework bench-memory bench-inference bench-gpu allrank-venv reproduce reproduce-quick smoke export check-inputs
+.PHONY: help install train evaluate test test-slow test-all lint format bench bench-losses clean ablation compare test-ddp pretrain distill predict resume train-real bench-latency bench-finetune bench-framework bench-memory bench-inference bench-gpu allrank-venv reproduce reproduce-quick real-results smoke export check-inputs
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
@@ -47,6 +47,14 @@ predict: install  ## Rank candidates -> run.trec + scores.parquet: ARGS="ckpt_pa
 
 train-real: install  ## Home Depot + CrowdFlower as two regions (needs ../shared/data)
 	$(PY) -m experiments.train experiment=real_mix $(ARGS)
+
+SEEDS ?= 0,1,2
+REAL_STAMP := $(shell date +%Y%m%d-%H%M%S)
+REAL_DIR ?= logs/real/$(REAL_STAMP)
+real-results: install  ## The recipes on Home Depot and CrowdFlower, 3 seeds, vs every baseline -> experiments/results/real_data.md (~1.5 h CPU)
+	$(PY) -m experiments.train -m experiment=crowdflower seed=$(SEEDS) hydra.sweep.dir=$(REAL_DIR)/crowdflower $(ARGS)
+	$(PY) -m experiments.train -m experiment=homedepot seed=$(SEEDS) hydra.sweep.dir=$(REAL_DIR)/homedepot $(ARGS)
+	$(PY) -m experiments.real_data_report crowdflower=$(REAL_DIR)/crowdflower homedepot=$(REAL_DIR)/homedepot
 
 resume: install  ## Resume an interrupted run: make resume RUN=logs/train/runs/<run> ARGS="<the run's own overrides>"
 	@test -n "$(RUN)" || { echo "usage: make resume RUN=<run dir> [ARGS=...]"; exit 2; }

@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from ranking.analysis.compare import markdown_table, plot_variants, summarize_variants
+from ranking.analysis.compare import (
+    markdown_table,
+    plot_deltas,
+    plot_variants,
+    summarize_variants,
+)
 from ranking.analysis.study import (
     RunRef,
     check_claims,
@@ -156,6 +161,8 @@ def write_reports(plan: Plan, seeds: list[int], quick: bool = False) -> list[Pat
             stem = f"{study}_{dataset}"
             summary.write_csv(out_dir / f"{stem}.csv")
             plot_variants(summary, metric, out_dir / f"{stem}.png")
+            # The bars' y-axis hides 0.01-0.03 effects: the paired differences show them.
+            plot_deltas(summary, metric, baseline, out_dir / f"{stem}_delta.png")
             usable = [c for c in claims if c.treatment in refs and c.control in refs]
             if usable:
                 checked = check_claims(table, usable, resamples=resamples)
@@ -184,6 +191,10 @@ def write_reports(plan: Plan, seeds: list[int], quick: bool = False) -> list[Pat
                 markdown_table(summary, metric, baseline),
                 "",
                 f"![variants]({stem}.png)",
+                "",
+                f"Paired difference to `{baseline}` on the same (seed, query) units, 95% interval:",
+                "",
+                f"![differences]({stem}_delta.png)",
                 "",
                 "### Per seed: mean over tasks of test NDCG@10",
                 "",

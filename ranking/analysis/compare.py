@@ -337,14 +337,31 @@ def plot_variants(summary: pl.DataFrame, metric: str, path: Path) -> Path:
     return path
 
 
+def axis_table(table: pl.DataFrame, axis: str) -> pl.DataFrame:
+    """Model rows of ``table`` with every other swept axis averaged out, one row per query.
+
+    When a sweep crosses ``axis`` with other axes, each (seed, query) is scored once per
+    combination; bootstrapping the raw rows would count that query once per combination and give
+    intervals too narrow by ~sqrt(#combinations). Averaging per (axis value, unit, region, task)
+    first keeps the resampling unit a query.
+
+    Returns:
+        Columns ``<axis>, unit, region, task, value``.
+    """
+    models = table.filter(~pl.col("variant").str.starts_with("baseline:"))
+    return models.group_by([axis, "unit", "region", "task"], maintain_order=True).agg(
+        pl.col("value").mean()
+    )
+
+
 def plot_axis(table: pl.DataFrame, axis: str, metric: str, path: Path, seed: int = 0) -> Path:
-    """``metric`` by the values of one swept axis (other axes pooled), a line per region."""
+    """``metric`` by one swept axis (other axes averaged per query), a line per region."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = table.filter(~pl.col("variant").str.starts_with("baseline:"))
+    models = axis_table(table, axis)
     values = models.get_column(axis).unique(maintain_order=True).to_list()
     tasks = models.get_column("task").unique(maintain_order=True).to_list()
     regions = [*sorted(set(models.get_column("region").to_list())), ALL_REGIONS]
@@ -370,8 +387,73 @@ def plot_axis(table: pl.DataFrame, axis: str, metric: str, path: Path, seed: int
         ax.set_xticks(np.arange(len(values)), [str(v) for v in values], rotation=20)
         ax.set_xlabel(axis)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(metric)
+    axes[0][0].set_ylabel(f"{metric} (95% CI over queries)")
     axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_deltas(summary: pl.DataFrame, metric: str, baseline: str, path: Path) -> Path:
+    """Paired difference of every variant to ``baseline``, with its 95% interval, per task.
+
+    Bars of absolute values hide the 0.01-0.03 effects ranking comparisons are about; this plot
+    draws ``mean(variant - baseline)`` over the queries both scored, a marker per region (filled
+    for ``all``), the bootstrap interval as a whisker and 0 as a line. Whiskers that cross 0: no
+    evidence of a difference.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary.filter(pl.col("delta").is_not_null())
+    if rows.height == 0:
+        raise ConfigError(f"compare: no variant besides the baseline '{baseline}' to plot")
+    tasks = rows.get_column("task").unique(maintain_order=True).to_list()
+    variants = rows.get_column("variant").unique(maintain_order=True).to_list()
+    regions = rows.get_column("region").unique(maintain_order=True).to_list()
+    regions = [r for r in regions if r != ALL_REGIONS] + [ALL_REGIONS]
+    height = 0.8 / len(regions)
+    fig, axes = plt.subplots(
+        1,
+        len(tasks),
+        figsize=(4.6 * len(tasks), 1.0 + 0.45 * len(variants) * max(1, len(regions) / 2)),
+        sharey=True,
+        squeeze=False,
+    )
+    colors = plt.get_cmap("tab10")
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for g, region in enumerate(regions):
+            part = {
+                r["variant"]: r
+                for r in rows.filter(
+                    (pl.col("task") == task) & (pl.col("region") == region)
+                ).iter_rows(named=True)
+            }
+            y = np.arange(len(variants)) + (g - (len(regions) - 1) / 2) * height
+            mean = np.array([part[v]["delta"] if v in part else np.nan for v in variants])
+            low = np.array([part[v]["delta_low"] if v in part else np.nan for v in variants])
+            high = np.array([part[v]["delta_high"] if v in part else np.nan for v in variants])
+            full = region == ALL_REGIONS
+            ax.errorbar(
+                mean,
+                y,
+                xerr=[mean - low, high - mean],
+                fmt="o" if full else "s",
+                color="black" if full else colors(g % 10),
+                mfc="black" if full else "white",
+                capsize=3,
+                label=region,
+            )
+        ax.axvline(0.0, color="grey", lw=1)
+        ax.set_title(task)
+        ax.set_xlabel(f"Δ {metric} vs {baseline}")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(np.arange(len(variants)), variants)
+    axes[0][0].invert_yaxis()
+    axes[0][-1].legend(fontsize=8, title="region", loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -397,7 +479,7 @@ def compare(
         out_dir: Where to write (default: ``root``).
 
     Returns:
-        ``{"markdown", "csv", "plot", "plot_<axis>"...}`` paths.
+        ``{"markdown", "csv", "plot", "plot_delta", "plot_<axis>"...}`` paths.
     """
     runs = discover_runs(root)
     table = gather(runs, metric, baselines)
@@ -417,6 +499,10 @@ def compare(
     summary.write_csv(paths["csv"])
     paths["json"].write_text(json.dumps(summary.to_dicts(), indent=1) + "\n")
     paths["plot"] = plot_variants(summary, metric, out / f"compare_{safe}.png")
+    if summary.get_column("delta").is_not_null().any():
+        paths["plot_delta"] = plot_deltas(
+            summary, metric, baseline, out / f"compare_{safe}_delta.png"
+        )
     for axis in axes:
         name = axis.replace("/", "_").replace(".", "_")
         paths[f"plot_{axis}"] = plot_axis(

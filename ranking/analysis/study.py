@@ -298,8 +298,22 @@ def plot_claims(checked: pl.DataFrame, title: str, path: Path) -> Path:
     ax.set_yticks(
         y, [f"{r['treatment']} vs {r['control']} | {r['task']}" for r in rows], fontsize=7
     )
+    # Say what the colours mean (agrees / disagrees / no evidence either way) and the cross.
+    from matplotlib.lines import Line2D
+
+    legend = [
+        Line2D([], [], marker="o", ls="", color=c, label=f"ours: {k} with the paper")
+        for k, c in colors.items()
+    ]
+    legend += [
+        Line2D(
+            [], [], marker="o", ls="", color="tab:gray", label="ours: no significant difference"
+        ),
+        Line2D([], [], marker="x", ls="", color="black", label="paper's reported change"),
+    ]
+    ax.legend(handles=legend, fontsize=7, loc="best")
     ax.set_xlabel("relative change of the mean, % (95% paired bootstrap CI); x = paper")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, wrap=True)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -180,7 +180,12 @@ def test_reports_check_claims_and_write_tables_and_plots(tmp_path, cfg) -> None:
     assert "agrees" in losses and "baseline:bm25" in losses
     assert "| loss=listnet | 0.525 |" in losses  # per seed: mean over tasks of 0.4 + 0.05 q
     out = tmp_path / "out"
-    for name in ("losses_synthetic.png", "losses_synthetic_claims.png", "losses_synthetic.csv"):
+    for name in (
+        "losses_synthetic.png",
+        "losses_synthetic_delta.png",
+        "losses_synthetic_claims.png",
+        "losses_synthetic.csv",
+    ):
         assert (out / name).is_file(), name
     distill = written[1].read_text()
     assert "| student vs teacher | click |" in distill

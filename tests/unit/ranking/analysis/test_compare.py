@@ -13,11 +13,13 @@ import yaml
 from data_modules.errors import ConfigError
 from experiments.compare import main as compare_main
 from ranking.analysis.compare import (
+    axis_table,
     bootstrap_interval,
     compare,
     discover_runs,
     gather,
     paired_difference,
+    plot_deltas,
     summarize_variants,
     swept_axes,
 )
@@ -109,7 +111,7 @@ def test_compare_writes_markdown_csv_and_pngs(sweep: Path, tmp_path: Path) -> No
     markdown = paths["markdown"].read_text()
     assert "| tower=seq | purchase |" in markdown and "baseline" in markdown
     assert pl.read_csv(paths["csv"]).height == 4 * 3  # 4 variants x (2 regions + all)
-    for key in ("plot", "plot_tower"):
+    for key in ("plot", "plot_delta", "plot_tower"):
         assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -145,3 +147,25 @@ def test_compare_plots_land_in_a_wandb_run_of_the_sweep_group(sweep: Path, monke
     images = sorted(p.name for p in (run / "files" / "media" / "images" / "compare").glob("*.png"))
     assert any(name.startswith("compare_ndcg_at_10_") for name in images), images
     assert list((run / "files" / "media" / "table" / "compare").glob("ndcg@10_*.table.json"))
+
+
+def test_pooling_other_axes_keeps_one_row_per_query(tmp_path: Path) -> None:
+    """tower x loss: each query is scored twice per tower; the per-axis view averages them."""
+    base = np.linspace(0.3, 0.8, len(QUERIES))
+    write_run(tmp_path, 0, ["tower=seq", "loss=a"], list(base))
+    write_run(tmp_path, 1, ["tower=seq", "loss=b"], list(base + 0.2))
+    write_run(tmp_path, 2, ["tower=mmoe", "loss=a"], list(base))
+    write_run(tmp_path, 3, ["tower=mmoe", "loss=b"], list(base))
+    table = gather(discover_runs(tmp_path), "ndcg@10", baselines=["random"])
+    by_tower = axis_table(table, "tower")
+    assert by_tower.height == 2 * len(QUERIES)  # not 4 x 12: a query counts once per tower
+    seq = dict(by_tower.filter(pl.col("tower") == "seq").select("unit", "value").iter_rows())
+    assert [seq[f"42:{q}"] for q in QUERIES] == pytest.approx(list(base + 0.1))
+    assert set(by_tower.columns) == {"tower", "unit", "region", "task", "value"}
+
+
+def test_delta_plot_needs_a_variant_besides_the_baseline(tmp_path: Path) -> None:
+    write_run(tmp_path, 0, ["tower=seq"], [0.5] * 12)
+    summary = summarize_variants(gather(discover_runs(tmp_path), "ndcg@10"), resamples=50)
+    with pytest.raises(ConfigError, match="no variant besides the baseline 'run'"):
+        plot_deltas(summary, "ndcg@10", "run", tmp_path / "d.png")
