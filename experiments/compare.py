@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from data_modules.errors import ShoprankError
-from ranking.analysis.compare import compare
+from ranking.analysis.sweep_report import compare
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,12 +11,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from ranking.analysis.compare import (
-    markdown_table,
-    plot_deltas,
-    plot_variants,
-    summarize_variants,
-)
+from ranking.analysis.compare import markdown_table, summarize_variants
 from ranking.analysis.study import (
     RunRef,
     check_claims,
@@ -25,6 +20,7 @@ from ranking.analysis.study import (
     plot_claims,
     study_table,
 )
+from ranking.analysis.sweep_report import plot_deltas, plot_variants
 
 if TYPE_CHECKING:  # types only: experiments.reproduce imports this module to write its reports
     from experiments.reproduce import Plan, Variant

@@ -15,14 +15,13 @@ from experiments.compare import main as compare_main
 from ranking.analysis.compare import (
     axis_table,
     bootstrap_interval,
-    compare,
     discover_runs,
     gather,
     paired_difference,
-    plot_deltas,
     summarize_variants,
     swept_axes,
 )
+from ranking.analysis.sweep_report import compare, plot_deltas
 
 QUERIES = [f"q{i}" for i in range(12)]
 
