@@ -119,6 +119,23 @@ def _may_change(key: str) -> bool:
     return any(key == p.rstrip(".") or key.startswith(p) for p in RESUME_MAY_CHANGE)
 
 
+def _same(key: str, before: Any, now: Any) -> bool:
+    """Equal values; a ``_target_`` class that only moved to another module counts as equal.
+
+    Runs started before the restructuring of issue 16 saved e.g.
+    ``model._target_: ranking.module.RankingModule``, now
+    ``ranking.modules.cross_encoder.RankingModule``: the same class, so they still resume.
+    """
+    if before == now:
+        return True
+    return (
+        key.rsplit(".", 1)[-1] == "_target_"
+        and isinstance(before, str)
+        and isinstance(now, str)
+        and before.rsplit(".", 1)[-1] == now.rsplit(".", 1)[-1]
+    )
+
+
 def check_resume_config(saved_config: str | Path, config: Mapping[str, Any]) -> None:
     """Stop a resume whose config differs from the interrupted run's in what it trains.
 
@@ -139,7 +156,7 @@ def check_resume_config(saved_config: str | Path, config: Mapping[str, Any]) -> 
     changed = [
         f"{key}: {before.get(key, '<absent>')!r} -> {now.get(key, '<absent>')!r}"
         for key in sorted(before.keys() | now.keys())
-        if not _may_change(key) and before.get(key, missing) != now.get(key, missing)
+        if not _may_change(key) and not _same(key, before.get(key, missing), now.get(key, missing))
     ]
     if changed:
         more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
