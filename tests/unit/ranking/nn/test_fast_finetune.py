@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from callbacks.throughput import PairThroughput
+from data_modules.errors import ConfigError
 from ranking.modules.optim import adamw_with_warmup, fusable
 from ranking.nn.cross_encoder import CrossEncoder, length_chunks
 from ranking.nn.encoders import load_encoder_model, load_tokenizer
@@ -150,3 +151,24 @@ def test_pair_throughput_counts_real_pairs_over_the_window(monkeypatch) -> None:
         callback.on_train_batch_end(None, module, None, {"mask": mask}, 0)
     # Steps: 2 pairs in 1 s, 6 in 2 s, 6 in 4 s; window 2 -> (2+6)/3, then (6+6)/6.
     assert module.values == pytest.approx([2.0, 8 / 3, 2.0])
+
+
+def test_frozen_lower_layers_stop_backward_below_them() -> None:
+    two_layers = {**TINY_ENCODER["architecture"], "num_hidden_layers": 2}
+    spec = {**TINY_ENCODER, "architecture": two_layers, "freeze_layers": 1}
+    model = load_encoder_model(spec, len(load_tokenizer(spec)))
+    layers = model.encoder.layer
+    assert len(layers) == 2
+    assert not any(p.requires_grad for p in model.embeddings.parameters())
+    assert not any(p.requires_grad for p in layers[0].parameters())
+    assert all(p.requires_grad for p in layers[1].parameters())
+    ids = torch.tensor([[2, 5, 6, 3]])
+    model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.sum().backward()
+    assert all(p.grad is None for p in layers[0].parameters())
+    assert all(p.grad is not None for p in layers[1].parameters())
+
+
+def test_freeze_layers_beyond_the_encoder_is_one_config_error() -> None:
+    spec = {**TINY_ENCODER, "freeze_layers": 2}
+    with pytest.raises(ConfigError, match=r"freeze_layers must be between 0 and 1 .* got 2"):
+        load_encoder_model(spec, len(load_tokenizer(spec)))
