@@ -111,9 +111,10 @@ test-slow: install  ## Slow tests only (end-to-end training runs)
 test-all: install  ## Every test
 	WANDB_MODE=disabled $(PY) -m pytest -q $(ARGS)
 
-lint: install  ## ruff check + format check
+lint: install  ## ruff check + format check + import contracts (layers, no Hydra in the library, no cycles)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: install  ## ruff fix + format
 	$(VENV)/bin/ruff check --fix .

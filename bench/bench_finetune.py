@@ -46,11 +46,11 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from ranking.compare import paired_difference
-from ranking.config import build_datamodule, build_module, task_list
-from ranking.encoders import load_tokenizer
+from experiments.workflows.config import build_datamodule, build_module, task_list
+from ranking.analysis.compare import paired_difference
 from ranking.metrics import ndcg
-from ranking.optim import adamw_with_warmup
+from ranking.modules.optim import adamw_with_warmup
+from ranking.nn.encoders import load_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 HOMEDEPOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "homedepot" / "train.csv"
@@ -209,7 +209,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     inference = []
     fast = next((run for run in runs if run.mode.name == FAST), None)
     if fast is not None:
-        scorer = fast.module.scorer
+        scorer = fast.module.model
         variants = [("one padded call", None, False), ("length buckets", BUCKET, False)]
         variants.append(("length buckets + bf16", BUCKET, True))
         reference = None

@@ -27,13 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
+import lightning.pytorch as L
 import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
-from ranking.config import build_datamodule, build_module, task_list
-from ranking.encoders import load_tokenizer
+from experiments.workflows.config import build_datamodule, build_module, task_list
+from ranking.nn.encoders import load_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -60,7 +60,7 @@ def build(cfg: Any) -> tuple[Any, Any]:
     return datamodule, module
 
 
-class _StepClock(pl.Callback):
+class _StepClock(L.Callback):
     """Wall time from the start of batch ``warmup`` to the end of the last batch."""
 
     def __init__(self, warmup: int) -> None:
@@ -79,7 +79,7 @@ class _StepClock(pl.Callback):
 def time_lightning(cfg: Any, batches: list[dict], warmup: int) -> float:
     _, module = build(cfg)
     clock = _StepClock(warmup)
-    trainer = pl.Trainer(
+    trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
         max_steps=len(batches),

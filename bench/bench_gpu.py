@@ -145,9 +145,9 @@ def _timed(fn: Callable[[], Any], device: torch.device, warmup: int, reps: int) 
 
 
 def _cross_encoder(encoder_spec: dict[str, Any], device: torch.device) -> Any:
-    from ranking.cross_encoder import CrossEncoder
-    from ranking.encoders import load_encoder_model, load_tokenizer
-    from ranking.towers import build_tower
+    from ranking.nn.cross_encoder import CrossEncoder
+    from ranking.nn.encoders import load_encoder_model, load_tokenizer
+    from ranking.nn.towers import build_tower
 
     tokenizer = load_tokenizer(encoder_spec)
     encoder = load_encoder_model(encoder_spec, vocab_size=len(tokenizer))
@@ -236,7 +236,7 @@ def student_teacher_latency(
     model: Any, device: torch.device, candidates: int, seq: int, query_len: int, reps: int
 ) -> dict[str, Any]:
     """Median ms to rank ``candidates`` products for one query: cross-encoder vs bi-encoder."""
-    from ranking.encoders import pool
+    from ranking.nn.encoders import pool
 
     model.eval()
     pairs = _pairs(model, candidates, seq, device, seed=2)

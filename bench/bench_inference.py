@@ -12,9 +12,9 @@ queries; all of them, or the first ``--queries``).
 Measured in one process, ``torch.set_num_threads(--threads)`` (default 1, as ``make bench``):
 
 * ``fp32 (list batches)``: today's float32 path, as evaluation ran before this benchmark existed
-  (:func:`ranking.cross_encoder.score_lists`: each batch of lists packed to its real pairs and cut
-  to its longest pair): the reference for speed and ranking quality.
-* every mode of :class:`ranking.inference.FastCrossEncoder` (length-sorted chunks of
+  (:func:`ranking.nn.cross_encoder.score_lists`: each batch of lists packed to its real pairs and
+  cut to its longest pair): the reference for speed and ranking quality.
+* every mode of :class:`ranking.nn.inference.FastCrossEncoder` (length-sorted chunks of
   ``--chunk`` pairs; ``fp32``, ``bf16``, ``int8``, ``onnx``, ``onnx_int8``) on the same batches.
 
 Each pass scores every pair (a full pass takes from ~20 s to ~2 min, which averages out short
@@ -87,8 +87,8 @@ def _batches(cfg: Any, module: Any, queries: int) -> tuple[list[dict[str, torch.
     """The first ``queries`` whole lists of the test split, as evaluation batches them."""
     from omegaconf import open_dict
 
-    from ranking.config import build_datamodule
-    from ranking.encoders import load_tokenizer
+    from experiments.workflows.config import build_datamodule
+    from ranking.nn.encoders import load_tokenizer
 
     with open_dict(cfg):
         cfg.data.max_length = int(module.hparams.encoder.get("max_length", 64))
@@ -110,7 +110,7 @@ def _batches(cfg: Any, module: Any, queries: int) -> tuple[list[dict[str, torch.
 
 
 def _score(scorer: Any, module: Any, batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
-    from ranking.cross_encoder import score_lists
+    from ranking.nn.cross_encoder import score_lists
 
     with torch.inference_mode():
         return [
@@ -133,8 +133,8 @@ def _ndcg(scores: list[torch.Tensor], batches: list[dict[str, torch.Tensor]]) ->
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
-    from ranking.inference import AUTO_MODE, FastCrossEncoder, cpu_supports_bf16
-    from ranking.serving import load_checkpoint
+    from ranking.nn.inference import AUTO_MODE, FastCrossEncoder, cpu_supports_bf16
+    from ranking.serving.checkpoints import load_checkpoint
 
     torch.set_num_threads(args.threads)
     load_at_start = os.getloadavg()
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     pairs = int(sum(int(b["mask"].sum()) for b in batches))
     tokens = [b["attention_mask"][b["mask"]].sum(-1).float() for b in batches]
-    scorers: dict[str, Any] = {REFERENCE: module.scorer}
+    scorers: dict[str, Any] = {REFERENCE: module.model}
     build_s: dict[str, float] = {}
     skipped: dict[str, str] = {}
     for mode in args.modes:
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             continue
         start = time.perf_counter()
         try:
-            scorers[mode] = FastCrossEncoder(module.scorer, mode, chunk_size=args.chunk)
+            scorers[mode] = FastCrossEncoder(module.model, mode, chunk_size=args.chunk)
         except Exception as err:  # reported, the other modes still run
             skipped[mode] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
             continue

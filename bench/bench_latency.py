@@ -69,8 +69,8 @@ def summary(times_s: list[float]) -> dict[str, float]:
 
 def quality(teacher: Any, student: Any, datamodule: Any, texts: Any, split: str) -> dict:
     """NDCG@10 of both models on the same whole lists of ``split``."""
-    from ranking.baselines import evaluate_scorer
-    from ranking.bi_encoder import StudentDataModule
+    from data_modules.student import StudentDataModule
+    from ranking.scorers.baselines import evaluate_scorer
 
     metrics = ["ndcg@10"]
     names, regions = teacher.task_names, datamodule.region_names
@@ -105,15 +105,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from omegaconf import OmegaConf, open_dict
 
-    from ranking.config import build_datamodule
-    from ranking.encoders import load_tokenizer
-    from ranking.serving import (
-        OnnxBiEncoder,
-        encode_texts,
-        export_onnx,
-        load_checkpoint,
-        torch_encoder,
-    )
+    from experiments.workflows.config import build_datamodule
+    from ranking.nn.encoders import load_tokenizer
+    from ranking.serving.checkpoints import load_checkpoint
+    from ranking.serving.onnx_student import OnnxBiEncoder, export_onnx
+    from ranking.serving.scoring import encode_tokens, torch_encoder
 
     if args.student is None:
         student_ckpt, teacher_ckpt, config = newest_distill_run(args.log_dir)
@@ -144,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     student_tok = student.tokenizer()
     model = student.model.eval()
     opts = student.bi_options
-    vectors = encode_texts(
+    vectors = encode_tokens(
         torch_encoder(model, "product"),
         texts.products,
         np.arange(len(texts.products)),
@@ -198,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 padding=True,
                 return_tensors="pt",
             )
-            out = teacher.scorer(
+            out = teacher.model(
                 input_ids=enc["input_ids"],
                 attention_mask=enc["attention_mask"],
                 token_type_ids=enc["token_type_ids"],

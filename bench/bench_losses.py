@@ -20,7 +20,7 @@ environment is missing the comparison is skipped with one line and the rest runs
 
 For B=64 lists of L=50 and L=200 items (about 20% padding, graded labels 0-3, float32), each
 loss with its default options is timed on CPU (and CUDA when available) against the
-straightforward per-list Python loop of the same formula in ``ranking.losses._naive``.
+straightforward per-list Python loop of the same formula in ``tests.reference_losses``.
 
 * Time: median wall time of forward+backward over ``--repeats`` runs after warm-up runs (CUDA
   synchronised before reading the clock).
@@ -64,7 +64,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from ranking.losses import LOSSES, allrank_options, build_loss
-from ranking.losses._naive import NAIVE_LOSSES
+from tests.reference_losses import NAIVE_LOSSES
 
 BATCH = 64
 LENGTHS = (50, 200)

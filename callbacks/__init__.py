@@ -1,1 +1,4 @@
-"""Lightning callbacks (W&B tables, per-region summaries, latency reports) live here."""
+"""Lightning callbacks only: resuming a run's data order mid-epoch, pair throughput.
+
+They may import ``ranking`` and ``data_modules``, never ``experiments`` (``make lint``).
+"""

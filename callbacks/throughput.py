@@ -6,10 +6,10 @@ import time
 from collections import deque
 from typing import Any
 
-import lightning.pytorch as pl
+import lightning.pytorch as L
 
 
-class PairThroughput(pl.Callback):
+class PairThroughput(L.Callback):
     """Logs ``train/pairs_per_s``: real (unpadded) pairs scored per second of training step.
 
     The value is the sum of pairs over the sum of step times of the last ``window`` steps (from
@@ -29,14 +29,14 @@ class PairThroughput(pl.Callback):
         self._start: float | None = None
 
     def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._start = time.perf_counter()
 
     def on_train_batch_end(
         self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
         outputs: Any,
         batch: Any,
         batch_idx: int,

@@ -7,12 +7,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl_light
+import lightning.pytorch as L
 import numpy as np
 import polars as pl
 from torch.utils.data import DataLoader
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from data_modules.errors import ConfigError, DataValidationError
 from data_modules.listwise import (
     EpochSampler,
     ListwiseCollator,
@@ -30,7 +31,6 @@ from data_modules.splits import (
 )
 from data_modules.tokenization import TokenizedPairs, tokenize_pairs
 from data_modules.validation import DropReport, validate_table
-from ranking.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ _DESCRIBE_FIRST = (
 DEFAULT_PRODUCT_FIELDS = ("product_title", "product_brand", "product_color")
 
 
-class ListwiseDataModule(pl_light.LightningDataModule):
+class ListwiseDataModule(L.LightningDataModule):
     """Query-grouped listwise batches from any :class:`TableSource`.
 
     Batches follow :class:`data_modules.listwise.ListwiseCollator`: ``input_ids [B, L, T]``,
@@ -156,8 +156,9 @@ class ListwiseDataModule(pl_light.LightningDataModule):
         self.pair_feature_names: list[str] = []
         self.lists: dict[str, QueryLists] = {}
         self.tables: dict[str, pl.DataFrame] = {}
-        # The split of a trained model (ranking.checkpoints / data_modules.splits.split_record):
-        # when set, lists it knows keep their split whatever data.seed and data.splits say.
+        # The split of a trained model (ranking.serving.checkpoints /
+        # data_modules.splits.split_record): when set, lists it knows keep their split whatever
+        # data.seed and data.splits say.
         self.stored_split: dict[str, Any] | None = None
         self.stored_split_origin = ""
         self.drop_report: DropReport | None = None

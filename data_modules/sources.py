@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import polars as pl
 
+from data_modules.errors import ConfigError, DataValidationError
 from data_modules.schema import KEY_COLUMNS, TEXT_COLUMNS
-from ranking.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 

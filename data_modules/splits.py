@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ranking.errors import ConfigError, DataValidationError
+from data_modules.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from data_modules.errors import DataValidationError
 from data_modules.schema import (
     ENGAGEMENT_LABELS,
     KEY_COLUMNS,
@@ -19,7 +20,6 @@ from data_modules.schema import (
     POSITION_COLUMN,
     TEXT_COLUMNS,
 )
-from ranking.errors import DataValidationError
 
 # A text is blank when nothing but whitespace and invisible format characters (Unicode category
 # Cf: zero-width space U+200B, joiners U+200C/U+200D, word joiner U+2060, BOM U+FEFF, soft

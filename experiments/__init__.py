@@ -1,1 +1,1 @@
-"""Thin Hydra entry points: ``python -m experiments.<name>``."""
+"""Thin Hydra entry points (``python -m experiments.<name>``) and the workflows behind them."""

@@ -2,7 +2,7 @@
 
 Gathers every run under DIR (a Hydra multirun directory) into ``compare_<metric>.md/.csv/.json``
 and PNG plots, with 95% bootstrap intervals over queries and paired tests against a baseline
-variant (see :mod:`ranking.compare`). Works without W&B.
+variant (see :mod:`ranking.analysis.compare`). Works without W&B.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ranking.compare import compare
-from ranking.errors import ShoprankError
+from data_modules.errors import ShoprankError
+from ranking.analysis.sweep_report import compare
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             print(paths["markdown"].read_text())
             print("written:", *[str(p) for p in paths.values()], sep="\n  ")
             if args.wandb:
-                from callbacks.wandb_report import log_comparison
+                from experiments.workflows.wandb_run import log_comparison
 
                 run_id = log_comparison(paths, args.dir, metric)
                 print(f"W&B run: {run_id}" if run_id else "W&B is disabled (WANDB_MODE)")

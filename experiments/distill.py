@@ -3,13 +3,14 @@
 import hydra
 from omegaconf import DictConfig
 
-from ranking.cli import run_or_exit
-from ranking.distillation import distill
+from experiments.workflows.cli import run_or_exit
+from experiments.workflows.distill import distill
+from experiments.workflows.launch import run_job
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="distill")
 def main(cfg: DictConfig) -> float:
-    metrics, _ = run_or_exit(distill, cfg)
+    metrics, _ = run_or_exit(run_job, distill, cfg)
     return metrics[cfg.monitor]  # the value a Hydra sweeper optimises
 
 

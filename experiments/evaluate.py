@@ -3,9 +3,9 @@
 import hydra
 from omegaconf import DictConfig
 
-from ranking.cli import run_or_exit
-from ranking.launch import run_job
-from ranking.pipeline import evaluate
+from experiments.workflows.cli import run_or_exit
+from experiments.workflows.launch import run_job
+from experiments.workflows.train import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

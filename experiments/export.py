@@ -1,54 +1,19 @@
 """``python -m experiments.export ckpt_path=<ckpt> out=<dir>``: ship a trained ranker.
 
-Writes the model as a Hugging Face directory with its task heads, ``shoprank.json`` and a model
-card, plus sentence-transformers and ONNX copies, each checked against PyTorch
-(:mod:`ranking.export`). ``Ranker.from_pretrained(<dir>)`` loads it back.
+The workflow is :func:`experiments.workflows.export.export`.
 """
-
-from __future__ import annotations
-
-import json
-from pathlib import Path
-from typing import Any
 
 import hydra
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
 
-from ranking.api import TextOptions, run_config_of
-from ranking.cli import run_or_exit
-from ranking.errors import ConfigError
-from ranking.export import export_model
-from ranking.serving import load_checkpoint
-
-
-def export(cfg: DictConfig) -> dict[str, Any]:
-    """Export ``cfg.ckpt_path`` into ``cfg.out``; the model card reads the checkpoint's run."""
-    try:
-        ckpt = cfg.ckpt_path
-    except MissingMandatoryValue:
-        ckpt = None
-    if not ckpt:
-        raise ConfigError("ckpt_path is not set: pass ckpt_path=<checkpoint> out=<new directory>")
-    module = load_checkpoint(str(ckpt))
-    config = run_config_of(str(ckpt))
-    text = TextOptions.from_run_config(config) if config else TextOptions()
-    summary = export_model(
-        module,
-        Path(str(cfg.out)),
-        text.to_dict(),
-        run_dir=config.parent if config else None,
-        onnx=bool(cfg.onnx),
-        sentence_transformers=bool(cfg.sentence_transformers),
-        tolerance=float(cfg.tolerance),
-    )
-    print(json.dumps({k: summary[k] for k in ("out", "kind", "checks")}, indent=2))
-    return summary
+from experiments.workflows.cli import run_or_exit
+from experiments.workflows.export import export
+from experiments.workflows.launch import run_job
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    run_or_exit(export, cfg)
+    run_or_exit(run_job, export, cfg)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,14 @@ import math
 import hydra
 from omegaconf import DictConfig
 
-from ranking.cli import run_or_exit
-from ranking.pretraining import pretrain
+from experiments.workflows.cli import run_or_exit
+from experiments.workflows.launch import run_job
+from experiments.workflows.pretrain import pretrain
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
 def main(cfg: DictConfig) -> float:
-    metrics, _ = run_or_exit(pretrain, cfg)
+    metrics, _ = run_or_exit(run_job, pretrain, cfg)
     value = metrics["val/mlm_loss"]
     return math.nan if value is None else value  # the value a Hydra sweeper minimises
 

@@ -5,7 +5,7 @@ multirun directory of one recipe over seeds (e.g. ``experiment=crowdflower seed=
 ``real_data.md`` (model and baselines: mean with a 95% bootstrap interval; model minus each
 baseline: paired bootstrap interval over (seed, query) units and the sign-flip p; per-seed means)
 and ``real_data.png`` (the paired differences, one panel per dataset) under ``--out``.
-Statistics come from :mod:`ranking.compare`.
+Statistics come from :mod:`ranking.analysis.compare`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ranking.compare import bootstrap_interval, discover_runs, gather, paired_difference
-from ranking.errors import ConfigError, ShoprankError
+from data_modules.errors import ConfigError, ShoprankError
+from ranking.analysis.compare import bootstrap_interval, discover_runs, gather, paired_difference
 
 BASELINES = ("random", "bm25", "minilm_zero_shot", "lambdamart")
 MODEL = "model"

@@ -3,7 +3,8 @@
 Runs the studies of ``conf/reproduce.yaml`` (``make reproduce``, ``make reproduce-quick``) and
 writes ``experiments/results/<study>.md`` with PNG plots: per dataset, the papers' claims checked
 on our runs (relative change with a 95% paired bootstrap interval beside the paper's figure) and
-the full table per variant, task and region (:mod:`ranking.study`, :mod:`ranking.compare`).
+the full table per variant, task and region (:mod:`ranking.analysis.study`,
+:mod:`ranking.analysis.compare`).
 
 Every run is an ordinary Hydra job (``experiments.train``, ``experiments.pretrain``,
 ``experiments.distill``, then ``bench.bench_latency`` alone on the machine) started as a
@@ -34,7 +35,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ranking.errors import ConfigError, ShoprankError
+from data_modules.errors import ConfigError, ShoprankError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "conf" / "reproduce.yaml"

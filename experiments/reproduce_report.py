@@ -7,12 +7,12 @@ import subprocess
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from experiments.reproduce import REPO, Plan, Variant
-from ranking.compare import markdown_table, plot_deltas, plot_variants, summarize_variants
-from ranking.study import (
+from ranking.analysis.compare import markdown_table, summarize_variants
+from ranking.analysis.study import (
     RunRef,
     check_claims,
     claim_from_config,
@@ -20,7 +20,12 @@ from ranking.study import (
     plot_claims,
     study_table,
 )
+from ranking.analysis.sweep_report import plot_deltas, plot_variants
 
+if TYPE_CHECKING:  # types only: experiments.reproduce imports this module to write its reports
+    from experiments.reproduce import Plan, Variant
+
+REPO = Path(__file__).resolve().parents[1]
 # Non-model scorers shown beside a training study's variants, read from its base runs.
 TEXT_BASELINES = ("random", "bm25")
 

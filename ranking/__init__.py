@@ -1,4 +1,5 @@
-"""shoprank's model library. ``from ranking import Ranker`` is the Python API (ranking/api.py)."""
+"""shoprank's model library. ``from ranking import Ranker`` is the Python API
+(ranking/serving/api.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ __all__ = ["Ranked", "Ranker", "TextOptions"]
 def __getattr__(name: str) -> Any:
     # Lazy: `import ranking.losses` (and every entry point) must not pay for torch models here.
     if name in __all__:
-        from ranking import api
+        from ranking.serving import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'ranking' has no attribute {name!r}")

@@ -134,6 +134,6 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from ranking.encoders import load_tokenizer
+    from ranking.nn.encoders import load_tokenizer
 
     return load_tokenizer({"source": "random"})

@@ -56,7 +56,7 @@ def build(kind: str, path: Path) -> Path:
     elif kind == "distilbert":
         from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
 
-        from ranking.encoders import minilm_package_dir
+        from ranking.nn.encoders import minilm_package_dir
 
         tokenizer = AutoTokenizer.from_pretrained(str(minilm_package_dir()), local_files_only=True)
         tokenizer.save_pretrained(str(path))

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from data_modules.errors import ConfigError, DataValidationError
 from data_modules.validation import DropReport
-from ranking.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 

@@ -48,9 +48,9 @@ import polars as pl
 
 from data_modules.adapters._common import fail, first_rows, with_file_rows
 from data_modules.adapters.base import Adapter
+from data_modules.errors import ConfigError, DataValidationError
 from data_modules.sources import check_path, read_table
 from data_modules.validation import require_columns
-from ranking.errors import ConfigError, DataValidationError
 
 EXAMPLES_FILE = "shopping_queries_dataset_examples.parquet"
 PRODUCTS_FILE = "shopping_queries_dataset_products.parquet"

@@ -22,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from data_modules.adapters.base import Adapter
+from data_modules.errors import ConfigError, DataValidationError
 from data_modules.schema import ENGAGEMENT_LABELS, POSITION_COLUMN
 from data_modules.sources import (
     apply_rename,
@@ -31,7 +32,6 @@ from data_modules.sources import (
     read_table,
 )
 from data_modules.validation import require_columns
-from ranking.errors import ConfigError, DataValidationError
 
 DUPLICATE_POLICIES = ("error", "max")
 

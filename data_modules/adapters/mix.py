@@ -17,10 +17,10 @@ from collections.abc import Mapping
 
 import polars as pl
 
+from data_modules.errors import ConfigError, DataValidationError
 from data_modules.schema import LABEL_COLUMNS
 from data_modules.sources import TableSource
 from data_modules.validation import DropReport, require_columns
-from ranking.errors import ConfigError, DataValidationError
 
 
 class MixSource:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
 
 #: Prefix of every key in error messages (where Hydra puts these parameters).
 CONFIG_KEY = "data.engagement"

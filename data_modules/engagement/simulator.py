@@ -22,8 +22,8 @@ from data_modules.engagement.params import (
     check_seed,
     resolve_regions,
 )
+from data_modules.errors import ConfigError, DataValidationError
 from data_modules.validation import cast_column
-from ranking.errors import ConfigError, DataValidationError
 
 #: Columns the simulator writes, in this order.
 OUTPUT_COLUMNS: tuple[str, ...] = ("position", "click", "add_to_cart", "purchase")

@@ -16,7 +16,8 @@ functions. Every call checks its inputs
 (one fused pass: see ``_pipeline.validate``).
 
 Defaults versus allRank (``allrank_options(name, **allrank_kwargs)`` gives the options that
-reproduce allRank; ``tests/unit/test_losses_reference.py`` checks them against its numbers):
+reproduce allRank; ``tests/unit/ranking/losses/test_losses_reference.py`` checks them against its
+numbers):
 
 =============  =============================================  ====================================
 loss           our default                                    allRank

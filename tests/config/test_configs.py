@@ -9,10 +9,16 @@ import pytest
 from omegaconf import OmegaConf
 
 from data_modules.adapters.esci_sample import write_esci_sample
-from ranking.config import build_datamodule, build_module, build_trainer, plain, task_list
-from ranking.encoders import load_tokenizer, minilm_package_dir
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
+from experiments.workflows.config import (
+    build_datamodule,
+    build_module,
+    build_trainer,
+    plain,
+    task_list,
+)
 from ranking.losses import build_loss
+from ranking.nn.encoders import load_tokenizer, minilm_package_dir
 from tests.conftest import CONF_DIR, SHARED
 
 GROUPS = [

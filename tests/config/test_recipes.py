@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from data_modules.adapters.esci_sample import write_esci_sample
-from ranking.pipeline import train
+from experiments.workflows.train import train
 from tests.conftest import SHARED
 
 RECIPES = ("homedepot", "crowdflower", "esci")

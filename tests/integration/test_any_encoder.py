@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from ranking.cross_encoder import accepts_token_type_ids
-from ranking.encoders import load_encoder_model, load_tokenizer
-from ranking.pipeline import train
+from experiments.workflows.train import train
+from ranking.nn.cross_encoder import accepts_token_type_ids
+from ranking.nn.encoders import load_encoder_model, load_tokenizer
 from tests.tiny_encoders import KINDS, build
 
 
@@ -85,8 +85,8 @@ def test_any_encoder_exports_to_sentence_transformers_and_onnx(encoder_dirs, kin
     from sentence_transformers import CrossEncoder
 
     from ranking import Ranker, TextOptions
-    from ranking.export import export_model
-    from ranking.module import RankingModule
+    from ranking.modules.cross_encoder import RankingModule
+    from ranking.serving.export import export_model
 
     torch.manual_seed(0)
     spec = {"source": "path", "path": str(encoder_dirs[kind]), "pooling": "cls", "max_length": 24}

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from data_modules.synthetic import SyntheticConfig, generate_synthetic
-from ranking.checkpoints import read_checkpoint
+from ranking.serving.checkpoints import read_checkpoint
 from tests.cli import run_cli
 
 MODEL = [

@@ -2,7 +2,7 @@
 
 Lightning's own atomic save stages a checkpoint in ``$TMPDIR`` and moves it; when the run
 directory is on another filesystem the move is a copy onto ``last.ckpt``, and a kill during that
-copy leaves a truncated file that no resume can read. :class:`ranking.checkpoints.
+copy leaves a truncated file that no resume can read. :class:`ranking.serving.checkpoints.
 AtomicCheckpointIO` writes the temporary file in the target's directory and renames it.
 """
 
@@ -17,12 +17,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import lightning.pytorch as pl_light
+import lightning.pytorch as L
 import pytest
 import torch
 
-from ranking.checkpoints import AtomicCheckpointIO, atomic_write, read_checkpoint
-from ranking.pipeline import train
+from experiments.workflows.train import train
+from ranking.serving.checkpoints import AtomicCheckpointIO, atomic_write, read_checkpoint
 from tests.cli import run_cli
 
 
@@ -113,14 +113,14 @@ def test_training_on_another_filesystem_stages_nothing_in_tmpdir(
 
 
 def test_the_trainer_uses_the_atomic_plugin(make_cfg) -> None:
-    from ranking.config import build_trainer
+    from experiments.workflows.config import build_trainer
 
     trainer = build_trainer(make_cfg("logger=none"))
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
 # ------------------------------------------------------------------ a kill during the save
-class KillDuringSave(pl_light.Callback):
+class KillDuringSave(L.Callback):
     """Kill this process (SIGKILL) in the middle of writing ``last.ckpt`` for the ``n``-th time.
 
     Both ways a checkpoint reaches ``last.ckpt`` are covered: ``torch.save`` into a real file

@@ -1,6 +1,6 @@
 """Hydra --multirun under Lightning DDP (gloo, CPU): one config per job on every rank, one sweep
-directory, no hang between jobs; Optuna and launcher configs (ranking/launch.py, conf/launcher/,
-conf/hparams_search/).
+directory, no hang between jobs; Optuna and launcher configs (experiments/workflows/launch.py,
+conf/launcher/, conf/hparams_search/).
 
 The multirun tests start `python -m experiments.train --multirun ...` with 2 CPU ranks per job;
 each rank writes its resolved config (SHOPRANK_DEBUG_RANKS=1 -> <job dir>/ddp_ranks/rank<r>.json).
@@ -23,8 +23,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from ranking import launch
-from ranking.errors import ConfigError
+from data_modules.errors import ConfigError
+from experiments.workflows import launch
 from tests.conftest import CONF_DIR, REPO, TINY
 
 MULTIRUN_TIMEOUT_S = 420  # a hang between jobs shows as a timeout, never as a stuck test run

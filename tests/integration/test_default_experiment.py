@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ranking.pipeline import train
+from experiments.workflows.train import train
 
 
 @pytest.mark.slow
@@ -36,5 +36,5 @@ def test_minilm_trains_offline_for_a_few_steps(make_cfg, monkeypatch) -> None:
     )
     metrics, objects = train(cfg)
     assert objects["trainer"].global_step == 5
-    assert objects["module"].scorer.encoder.config.hidden_size == 384
+    assert objects["module"].model.encoder.config.hidden_size == 384
     assert "test/purchase/ndcg@10" in metrics["test"]

@@ -15,12 +15,15 @@ import polars as pl
 import pytest
 import torch
 
-from ranking.bi_encoder import BiEncoderModule, StudentDataModule
-from ranking.distillation import distill
-from ranking.errors import ConfigError
-from ranking.module import RankingModule
-from ranking.pipeline import train
-from ranking.serving import load_checkpoint, predict, write_trec_run
+from data_modules.errors import ConfigError
+from data_modules.student import StudentDataModule
+from experiments.workflows.distill import distill
+from experiments.workflows.predict import predict
+from experiments.workflows.train import train
+from ranking.modules.bi_encoder import BiEncoderModule
+from ranking.modules.cross_encoder import RankingModule
+from ranking.serving.checkpoints import load_checkpoint
+from ranking.serving.scoring import write_trec_run
 from tests.conftest import REPO, compose_config, tiny_overrides
 
 DATA = [

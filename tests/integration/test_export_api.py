@@ -1,4 +1,4 @@
-"""Export (experiments.export, ranking/export.py) and the Python API (ranking.Ranker).
+"""Export (experiments.export, ranking/serving/export.py) and the Python API (ranking.Ranker).
 
 A smoke-trained single-task cross-encoder exports to a directory that
 ``sentence_transformers.CrossEncoder`` loads and that scores the data's own pairs as shoprank's
@@ -18,14 +18,15 @@ import polars as pl
 import pytest
 import torch
 
-from experiments.export import export
+from data_modules.errors import ConfigError
+from experiments.workflows.export import export
+from experiments.workflows.train import train
 from ranking import Ranked, Ranker, TextOptions
-from ranking.bi_encoder import BiEncoderModule
-from ranking.errors import ConfigError
-from ranking.export import export_model, load_exported
-from ranking.module import RankingModule
-from ranking.pipeline import train
-from ranking.serving import score_cross_encoder
+from ranking.modules.bi_encoder import BiEncoderModule
+from ranking.modules.cross_encoder import RankingModule
+from ranking.serving.export import export_model
+from ranking.serving.exported import load_exported
+from ranking.serving.scoring import score_cross_encoder
 from tests.conftest import TINY_ENCODER, compose_config, tiny_overrides
 
 pytest.importorskip("sentence_transformers")

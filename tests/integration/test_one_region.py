@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 import torch
 
-from ranking.metric_set import RankingMetricSet
-from ranking.pipeline import evaluate, train
-from ranking.serving import predict
+from experiments.workflows.predict import predict
+from experiments.workflows.train import evaluate, train
+from ranking.metrics.metric_set import RankingMetricSet
 from tests.conftest import SHARED, compose_config
 
 ONE_REGION = "data.generator.regions=[eu]"
@@ -105,7 +105,7 @@ def test_a_file_without_region_column_is_one_default_region(one_region_run) -> N
 
 def test_a_validation_error_stops_the_run_before_training(make_cfg, monkeypatch) -> None:
     """The pre-flight pass runs validation before any optimiser step."""
-    from ranking import metric_set
+    from ranking.metrics import metric_set
 
     def broken(self, stage):
         raise RuntimeError("broken metric")
@@ -113,7 +113,7 @@ def test_a_validation_error_stops_the_run_before_training(make_cfg, monkeypatch)
     monkeypatch.setattr(metric_set.RankingMetricSet, "compute", broken)
     cfg = make_cfg("logger=none", "trainer.limit_train_batches=50")
     steps: list[int] = []
-    from ranking.module import RankingModule
+    from ranking.modules.cross_encoder import RankingModule
 
     original = RankingModule.training_step
 

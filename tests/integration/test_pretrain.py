@@ -11,20 +11,18 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from ranking.encoders import load_encoder_model, load_tokenizer
-from ranking.errors import ConfigError, DataValidationError
-from ranking.pipeline import train
-from ranking.pretraining import (
-    PretrainOptions,
+from data_modules.corpus import (
     build_corpus,
-    build_mlm_model,
     fixed_masked_batches,
-    masked_lm_loss,
-    pretrain,
     split_corpus,
-    tokenize_texts,
+    tokenize_corpus,
     train_wordpiece,
 )
+from data_modules.errors import ConfigError, DataValidationError
+from experiments.workflows.pretrain import pretrain
+from experiments.workflows.train import train
+from ranking.modules.masked_lm import PretrainOptions, build_mlm_model, masked_lm_loss
+from ranking.nn.encoders import load_encoder_model, load_tokenizer
 
 # A 1-layer, 32-wide encoder on ~100 synthetic products: one epoch of 3-4 optimiser steps.
 TINY_PRETRAIN = [
@@ -118,7 +116,7 @@ def test_fast_mlm_loss_equals_the_hugging_face_loss(tokenizer) -> None:
         intermediate_size=64,
     )
     model = BertForMaskedLM(config).eval()
-    features = tokenize_texts(tokenizer, ["red running shoes", "a blue leather bag"], 16, False)
+    features = tokenize_corpus(tokenizer, ["red running shoes", "a blue leather bag"], 16, False)
     opts = PretrainOptions(mlm_probability=0.5, batch_size=2)
     batch = fixed_masked_batches(features, tokenizer, opts, seed=0)[0]
     with torch.no_grad():
@@ -131,7 +129,7 @@ def test_fast_mlm_loss_equals_the_hugging_face_loss(tokenizer) -> None:
 
 def test_val_masks_are_fixed_by_the_seed(tokenizer) -> None:
     texts = [f"red running shoes size {i}" for i in range(6)]
-    features = tokenize_texts(tokenizer, texts, 16, False)
+    features = tokenize_corpus(tokenizer, texts, 16, False)
     opts = PretrainOptions(batch_size=4)
     first = fixed_masked_batches(features, tokenizer, opts, seed=5)
     again = fixed_masked_batches(features, tokenizer, opts, seed=5)
@@ -149,7 +147,7 @@ def test_val_masks_are_fixed_by_the_seed(tokenizer) -> None:
 
 def test_whole_word_masking_masks_every_piece_of_a_chosen_word(tokenizer) -> None:
     text = "unbelievably waterproof headphones by kumarasamy"  # several multi-piece words
-    features = tokenize_texts(tokenizer, [text] * 8, 24, whole_word=True)
+    features = tokenize_corpus(tokenizer, [text] * 8, 24, whole_word=True)
     opts = PretrainOptions(whole_word_mask=True, mlm_probability=0.4, batch_size=8)
     batch = fixed_masked_batches(features, tokenizer, opts, seed=0)[0]
     pieces = tokenizer.convert_ids_to_tokens(features[0]["input_ids"])
@@ -231,7 +229,7 @@ def test_pretrain_saves_a_directory_that_fine_tuning_loads(make_cfg, tmp_path) -
     ft_metrics, ft_objects = train(ft_cfg)
     assert ft_objects["trainer"].state.finished
     assert "test/purchase/ndcg@10" in ft_metrics["test"]
-    assert ft_objects["module"].scorer.encoder.config.vocab_size == 150
+    assert ft_objects["module"].model.encoder.config.vocab_size == 150
 
 
 def test_pretrain_from_the_stock_vocabulary_without_validation(make_cfg, tmp_path) -> None:

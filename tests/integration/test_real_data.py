@@ -86,7 +86,7 @@ def test_real_mix_through_the_datamodule(tokenizer) -> None:
 
 def test_real_mix_experiment_trains_and_reports_both_regions(make_cfg) -> None:
     need(HOMEDEPOT, CROWDFLOWER)
-    from ranking.pipeline import train
+    from experiments.workflows.train import train
 
     cfg = make_cfg(
         "experiment=real_mix",

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import lightning.pytorch as pl
+import lightning.pytorch as L
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -18,14 +18,10 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from callbacks.resume import (
-    ResumeDataOrder,
-    last_checkpoints,
-    prepare_resume,
-    resolve_ckpt_path,
-)
+from callbacks.resume import ResumeDataOrder
+from data_modules.errors import ConfigError
 from data_modules.listwise import EpochSampler
-from ranking.errors import ConfigError
+from experiments.workflows.resume import last_checkpoints, prepare_resume, resolve_ckpt_path
 from tests.conftest import CONF_DIR, REPO, TINY
 
 # ----------------------------------------------------------------------------- EpochSampler
@@ -92,7 +88,7 @@ def test_ckpt_path_last_is_the_newest_last_checkpoint(tmp_path: Path) -> None:
     assert [p.name for p in last_checkpoints(directory)] == ["last-v1.ckpt", "last.ckpt"]
     assert resolve_ckpt_path("last", directory) == str(directory / "last-v1.ckpt")
     # A trainer's ModelCheckpoint directory is searched as well.
-    trainer = pl.Trainer(
+    trainer = L.Trainer(
         callbacks=[ModelCheckpoint(dirpath=directory)],
         logger=False,
         enable_progress_bar=False,
@@ -153,7 +149,7 @@ class _Lists(Dataset):
         return torch.tensor([float(index), float(epoch), 1.0])
 
 
-class _Recorder(pl.LightningModule):
+class _Recorder(L.LightningModule):
     """Fits a linear layer; records, per optimiser step, the (index, epoch) of its batch."""
 
     def __init__(self) -> None:
@@ -171,7 +167,7 @@ class _Recorder(pl.LightningModule):
 
 def _fit(tmp: Path, ckpt_path: str | None, num_workers: int = 0, save: bool = False) -> _Recorder:
     """3 epochs of 4 batches (13 lists, batch 4, limited to 4 batches: the last is full)."""
-    pl.seed_everything(0)
+    L.seed_everything(0)
     model = _Recorder()
     loader = DataLoader(
         _Lists(),
@@ -186,7 +182,7 @@ def _fit(tmp: Path, ckpt_path: str | None, num_workers: int = 0, save: bool = Fa
             ModelCheckpoint(tmp, "step{step}", every_n_train_steps=1, **keep_all),
             ModelCheckpoint(tmp, "epochend{epoch}", every_n_epochs=1, **keep_all),
         ]
-    trainer = pl.Trainer(
+    trainer = L.Trainer(
         max_epochs=3,
         limit_train_batches=4,
         logger=False,
@@ -235,7 +231,7 @@ class PauseAtStep(Callback):
     def __init__(self, step: int, marker: str) -> None:
         self.step, self.marker = step, Path(marker)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
         if trainer.global_step == self.step:
             self.marker.write_text(str(os.getpid()))
             while True:

@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 import torch
 
-from ranking.module import RankingModule
-from ranking.per_query import summarize
-from ranking.pipeline import evaluate, train
+from experiments.workflows.train import evaluate, train
+from ranking.metrics.per_query import summarize
+from ranking.modules.cross_encoder import RankingModule
 from tests.conftest import REPO
 
 # The cross-check of the TREC files needs ir_measures (the `eval` and `dev` extras).

@@ -1,0 +1,2 @@
+"""Reading results: run comparisons, studies, printed tables, sample rankings, the engagement
+check."""

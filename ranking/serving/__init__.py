@@ -1,0 +1,2 @@
+"""Trained models in use: checkpoints, scoring and TREC runs, the product index, ONNX,
+export/import, the ``Ranker`` API, the teacher-score cache."""
