@@ -117,6 +117,30 @@ def markdown(name: str, root: Path, summary: pl.DataFrame, seeds: pl.DataFrame, 
     return "\n".join([*lines, ""])
 
 
+def model_pair(tables: dict[str, pl.DataFrame], spec: str, resamples: int) -> str:
+    """``A:B``: the model of runs ``A`` minus the model of runs ``B`` on the units both scored.
+
+    For two recipes on the same data and seeds (e.g. a domain-adapted encoder vs the generic one):
+    the same seed gives the same split, so (seed, query) units pair up.
+    """
+    names = spec.split(":")
+    if len(names) != 2 or any(n not in tables for n in names):
+        raise ConfigError(f"real_data_report: --pair expects A:B of {sorted(tables)}, got {spec!r}")
+    a, b = (tables[n].filter(pl.col("scorer") == MODEL).select("unit", "value") for n in names)
+    paired = a.join(b, on="unit", suffix="_b")
+    if paired.height == 0:
+        raise ConfigError(f"real_data_report: {names[0]} and {names[1]} share no (seed, query)")
+    mean, low, high, p = paired_difference(
+        paired.get_column("value").to_numpy(),
+        paired.get_column("value_b").to_numpy(),
+        resamples=resamples,
+    )
+    return (
+        f"| {names[0]} − {names[1]} | {mean:+.4f} [{low:+.4f}, {high:+.4f}] | {p:.3f} "
+        f"| {paired.height} |"
+    )
+
+
 def plot(summaries: dict[str, pl.DataFrame], metric: str, path: Path) -> Path:
     """One panel per dataset: model minus each baseline, paired 95% interval, 0 marked."""
     import matplotlib
@@ -164,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", default="ndcg@10")
     parser.add_argument("--task", default="relevance")
     parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument(
+        "--pair", action="append", default=[], help="A:B: model of A minus model of B (paired)"
+    )
     args = parser.parse_args(argv)
     try:
         pairs = [item.split("=", 1) for item in args.runs]
@@ -171,17 +198,26 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"real_data_report: expected NAME=DIR, got {args.runs}")
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        sections, summaries = [], {}
+        sections, summaries, tables = [], {}, {}
         for name, root in pairs:
-            table = dataset_table(Path(root), args.metric, args.task)
+            table = tables[name] = dataset_table(Path(root), args.metric, args.task)
             summaries[name] = summarize(table, args.resamples)
             sections.append(
                 markdown(name, Path(root), summaries[name], per_seed(table), args.metric)
             )
+        if args.pair:
+            sections += [
+                "## Model against model",
+                "",
+                f"| runs | Δ {args.metric} [95% CI] | p | units |",
+                "|---|---|---|---|",
+                *[model_pair(tables, spec, args.resamples) for spec in args.pair],
+                "",
+            ]
         png = plot(summaries, args.metric, out / "real_data.png")
         header = (
             f"# Real data: fine-tuned model vs baselines\n\nWritten by `python -m "
-            f"experiments.real_data_report {' '.join(args.runs)}` on "
+            f"experiments.real_data_report {' '.join(argv or sys.argv[1:])}` on "
             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Intervals: 95% percentile bootstrap "
             f"({args.resamples} resamples) over (seed, query) units; p: paired sign-flip "
             f"permutation test. Task: {args.task}.\n\n![differences]({png.name})\n\n"

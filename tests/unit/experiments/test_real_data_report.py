@@ -62,3 +62,16 @@ def test_cli_writes_markdown_and_png_and_errors_in_one_line(sweep: Path, tmp_pat
     assert "expected NAME=DIR" in capsys.readouterr().err
     assert main([f"x={tmp_path / 'nothing'}"]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_model_pair_compares_two_recipes_on_shared_units(sweep: Path, tmp_path) -> None:
+    other = tmp_path / "adapted"
+    base = np.linspace(0.6, 0.9, len(QUERIES))
+    write_seed(other, 0, 0, list(base + 0.03))
+    write_seed(other, 1, 1, list(base + 0.02 + 0.03))
+    out = tmp_path / "out"
+    args = [f"generic={sweep}", f"adapted={other}", "--out", str(out), "--resamples", "100"]
+    assert main([*args, "--pair", "adapted:generic"]) == 0
+    text = (out / "real_data.md").read_text()
+    assert "| adapted − generic | +0.0300 [+0.0300, +0.0300] |" in text and "| 20 |" in text
+    assert main([*args, "--pair", "adapted:nothing"]) == 2
