@@ -216,14 +216,14 @@ def loss_names(module) -> dict[str, str]:
     }
 
 
-def test_default_tasks_train_relevance_with_listnet(make_cfg) -> None:
+def test_default_tasks_train_with_listnet(make_cfg) -> None:
     module = build_module(make_cfg(), REGIONS)
     names = loss_names(module)
     assert names == {
         "relevance": "listnet",
-        "click": "approx_ndcg",
-        "add_to_cart": "approx_ndcg",
-        "purchase": "approx_ndcg",
+        "click": "listnet",
+        "add_to_cart": "listnet",
+        "purchase": "listnet",
     }
 
 

@@ -117,12 +117,12 @@ def _resolved(cfg, run: Path) -> dict:
 
 
 def test_resume_checks_the_config_against_the_runs_own(make_cfg, tmp_path: Path) -> None:
-    run = _saved_run(make_cfg, tmp_path, "loss=listnet", "encoder.lr=0.002")
-    same = make_cfg("loss=listnet", "encoder.lr=0.002", "ckpt_path=last")
+    run = _saved_run(make_cfg, tmp_path, "loss=ranknet", "encoder.lr=0.002")
+    same = make_cfg("loss=ranknet", "encoder.lr=0.002", "ckpt_path=last")
     last = str(run / "checkpoints" / "last.ckpt")
     assert prepare_resume("last", run, _resolved(same, run)) == last
     # Training longer, or writing elsewhere, is what a resume may change.
-    longer = make_cfg("loss=listnet", "encoder.lr=0.002", "trainer.max_epochs=5", "logger=none")
+    longer = make_cfg("loss=ranknet", "encoder.lr=0.002", "trainer.max_epochs=5", "logger=none")
     assert prepare_resume("last", run, _resolved(longer, run)) is not None
     # Forgetting the run's overrides would continue it with another loss and learning rate.
     forgot = make_cfg("ckpt_path=last")
@@ -130,7 +130,7 @@ def test_resume_checks_the_config_against_the_runs_own(make_cfg, tmp_path: Path)
         prepare_resume("last", run, _resolved(forgot, run))
     message = str(err.value)
     assert message.startswith(f"ckpt_path=last: the config differs from the run's {run}")
-    assert "encoder.lr: 0.002 -> " in message and "loss.name: 'listnet' -> 'approx_ndcg'" in message
+    assert "encoder.lr: 0.002 -> " in message and "loss.name: 'ranknet' -> 'listnet'" in message
     # A checkpoint file starts a new run: its config may differ.
     assert prepare_resume(last, tmp_path / "new", _resolved(forgot, tmp_path / "new")) == last
 
