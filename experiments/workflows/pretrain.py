@@ -42,6 +42,7 @@ from ranking.modules.masked_lm import (
     plot_loss_curve,
 )
 from ranking.nn.encoders import check_max_length, load_tokenizer
+from ranking.nn.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,29 @@ def _tokenizer_for(
         )
     max_positions = int((spec.get("architecture") or {}).get("max_position_embeddings", 512))
     return train_wordpiece(train_texts, opts.vocab_size, opts.lowercase, max_positions)
+
+
+TRAINER_KEYS = ("accelerator", "devices", "precision", "enable_progress_bar")
+
+
+def _trainer_options(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.trainer``'s accelerator, precision (``auto`` resolved) and progress bar."""
+    node = plain(cfg.get("trainer") or {})
+    unknown = sorted(set(node) - set(TRAINER_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"pretrain: trainer has unknown key(s) {unknown}; pretraining uses "
+            f"{list(TRAINER_KEYS)} (its length: pretrain.epochs, pretrain.max_steps)"
+        )
+    if node.get("devices", 1) != 1:
+        raise ConfigError(f"pretrain: trainer.devices must be 1, got {node['devices']}")
+    accelerator = str(node.get("accelerator", "auto"))
+    precision, _ = resolve_precision(node.get("precision", "auto"), accelerator)
+    return {
+        "accelerator": accelerator,
+        "precision": precision,
+        "enable_progress_bar": bool(node.get("enable_progress_bar", True)),
+    }
 
 
 @finishing_wandb
@@ -143,10 +167,11 @@ def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         val_features, tokenizer, opts, cfg.seed + VAL_MASK_SEED_OFFSET
     )
     val_loader = DataLoader(val_batches, batch_size=None) if val_batches else None
+    run = _trainer_options(cfg)
     trainer = L.Trainer(
-        accelerator=opts.accelerator,
+        accelerator=run["accelerator"],
         devices=1,
-        precision=opts.precision,
+        precision=run["precision"],
         max_epochs=opts.epochs,
         max_steps=opts.max_steps,
         logger=[
@@ -155,7 +180,7 @@ def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         ],
         log_every_n_steps=1,
         enable_checkpointing=False,
-        enable_progress_bar=opts.progress_bar,
+        enable_progress_bar=run["enable_progress_bar"],
         enable_model_summary=False,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,

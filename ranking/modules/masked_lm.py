@@ -18,7 +18,8 @@ Stop Pretraining", ACL). ``pretrain(cfg)``:
 
 The loop is a small LightningModule rather than a hand-written loop: Lightning gives the progress
 bar, per-step CSV logging, gradient clipping, the LR schedule per step and GPU/bf16
-(``pretrain.accelerator``, ``pretrain.precision``) with no code of ours, as in ranking training.
+(``trainer.accelerator``, ``trainer.precision`` in ``conf/pretrain.yaml``) with no code of ours,
+as in ranking training.
 """
 
 from __future__ import annotations
@@ -80,9 +81,6 @@ class PretrainOptions:
     vocab_size: int = 8000
     lowercase: bool = True
     matching_init: bool = True
-    accelerator: str = "auto"
-    precision: str = "32-true"
-    progress_bar: bool = True
     save_dir: str | None = None
 
     @classmethod

@@ -19,10 +19,11 @@ from data_modules.corpus import (
     train_wordpiece,
 )
 from data_modules.errors import ConfigError, DataValidationError
-from experiments.workflows.pretrain import pretrain
+from experiments.workflows.pretrain import _trainer_options, pretrain
 from experiments.workflows.train import train
 from ranking.modules.masked_lm import PretrainOptions, build_mlm_model, masked_lm_loss
 from ranking.nn.encoders import load_encoder_model, load_tokenizer
+from ranking.nn.precision import resolve_precision
 
 # A 1-layer, 32-wide encoder on ~100 synthetic products: one epoch of 3-4 optimiser steps.
 TINY_PRETRAIN = [
@@ -36,8 +37,8 @@ TINY_PRETRAIN = [
     "pretrain.epochs=1",
     "pretrain.batch_size=32",
     "pretrain.val_fraction=0.2",
-    "pretrain.progress_bar=false",
-    "pretrain.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.accelerator=cpu",
 ]
 
 
@@ -285,3 +286,18 @@ def test_wordpiece_encodes_pairs_with_segment_ids() -> None:
     first_sep = tokens.index("[SEP]")
     assert encoded["token_type_ids"] == [0] * (first_sep + 1) + [1] * (len(tokens) - first_sep - 1)
     assert tok.mask_token == "[MASK]" and tok.pad_token_id == 0
+
+
+def test_trainer_keys_are_trainings_names_and_the_rest_is_refused(make_cfg) -> None:
+    cfg = make_cfg(*TINY_PRETRAIN, config="pretrain")
+    assert _trainer_options(cfg) == {
+        "accelerator": "cpu",
+        "precision": resolve_precision("auto", "cpu")[0],
+        "enable_progress_bar": False,
+    }
+    typo = make_cfg(*TINY_PRETRAIN, "+trainer.max_epochs=3", config="pretrain")
+    with pytest.raises(ConfigError, match=r"trainer has unknown key\(s\) \['max_epochs'\]"):
+        _trainer_options(typo)
+    many = make_cfg(*TINY_PRETRAIN, "trainer.devices=2", config="pretrain")
+    with pytest.raises(ConfigError, match=r"trainer\.devices must be 1, got 2"):
+        _trainer_options(many)

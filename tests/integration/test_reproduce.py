@@ -36,7 +36,7 @@ def tiny_config(tmp_path_factory) -> tuple[Path, Path]:
     cfg.studies.pretraining.pretrain_overrides = [
         "pretrain.epochs=1",
         "pretrain.max_steps=3",
-        "pretrain.progress_bar=false",
+        "trainer.enable_progress_bar=false",
     ]
     path = root / "reproduce.yaml"
     OmegaConf.save(cfg, path)

@@ -128,7 +128,7 @@ def test_resume_continues_the_wandb_run_and_distill_and_pretrain_log_like_train(
         "logger=wandb",
         "pretrain.epochs=1",
         "pretrain.max_steps=2",
-        "pretrain.progress_bar=false",
+        "trainer.enable_progress_bar=false",
         f"paths.root_dir={tmp_path}",
         f"hydra.run.dir={pretrain_dir}",
         cwd=tmp_path,
