@@ -208,7 +208,9 @@ class Plan:
                 return [
                     "experiments.distill",
                     f"teacher_ckpt={_best_checkpoint(teacher_dir)}",
-                    *self.data_overrides(dataset),
+                    # model.* describes the teacher (e.g. its score prior), which the distill
+                    # config reads from the checkpoint: it has no model group to override.
+                    *[o for o in self.data_overrides(dataset) if not _is_model_override(o)],
                     *self.cfg.job_overrides,
                     "teacher_scores.progress=false",
                     *spec.get("distill_overrides", []),
@@ -300,6 +302,10 @@ class Plan:
                 },
             ),
         }
+
+
+def _is_model_override(override: str) -> bool:
+    return override.lstrip("+~").startswith(("model.", "model="))
 
 
 def _best_checkpoint(run_dir: Path) -> str:

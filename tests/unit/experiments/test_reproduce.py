@@ -190,3 +190,20 @@ def test_reports_check_claims_and_write_tables_and_plots(tmp_path, cfg) -> None:
     distill = written[1].read_text()
     assert "| student vs teacher | click |" in distill
     assert "No latency measurement finished." in distill
+
+
+def test_distill_jobs_get_the_data_and_student_overrides_but_not_the_teachers_model(
+    tmp_path,
+) -> None:
+    plan = Plan(load_config(CONFIG, [f"work_dir={tmp_path}"]), ["distillation"], ["real"], [0])
+    job = plan.jobs["real distill seed=0"]
+    teacher_dir = Path(plan.jobs[job.after[0]].run_dir)
+    teacher_dir.mkdir(parents=True)
+    (teacher_dir / "metrics.json").write_text(json.dumps({"best_checkpoint": "t.ckpt"}))
+    argv = job.argv()
+    assert argv[1:4] == ["-m", "experiments.distill", "teacher_ckpt=t.ckpt"]
+    assert "encoder=minilm_l6" in argv and "data=mix" in argv
+    assert not [a for a in argv if a.lstrip("+~").startswith("model")]
+    # The training runs of the same dataset keep the score prior.
+    base = plan.jobs["real train base seed=0"].argv()
+    assert any(a.startswith("model.prior=") for a in base)
