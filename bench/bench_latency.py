@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 
 TARGET_SPEEDUP = 10.0
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from experiments.workflows.config import build_datamodule
     from ranking.nn.encoders import load_tokenizer
+    from ranking.scorers.prior_features import attach_prior_features, compute_prior_features
     from ranking.serving.checkpoints import load_checkpoint
     from ranking.serving.onnx_student import OnnxBiEncoder, export_onnx
     from ranking.serving.scoring import encode_tokens, torch_encoder
@@ -132,6 +134,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     teacher_tok = load_tokenizer(teacher.hparams.encoder)
     datamodule = build_datamodule(cfg, teacher_tok, teacher.label_columns)
     datamodule.setup("fit")
+    # A teacher with a score prior reads its first-stage feature (e.g. the zero-shot cosine).
+    attach_prior_features(teacher, datamodule)
+    prior_names = list(getattr(teacher, "prior_feature_names", []) or [])
     texts = student.build_texts(datamodule)
     print(f"quality on {args.split} ...", file=sys.stderr)
     ndcg = quality(teacher, student, datamodule, texts, args.split)
@@ -194,11 +199,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 padding=True,
                 return_tensors="pt",
             )
+            prior = None
+            if prior_names:  # computed per request, products included (an upper bound)
+                pairs = pl.DataFrame({"query": [query] * len(products), "product": products})
+                prior = torch.from_numpy(compute_prior_features(prior_names, pairs))
             out = teacher.model(
                 input_ids=enc["input_ids"],
                 attention_mask=enc["attention_mask"],
                 token_type_ids=enc["token_type_ids"],
                 region=region.expand(len(products)),
+                pair_features=prior,
             ).scores
             torch.topk(out[:, 0], min(10, len(products)))
             t_teacher = time.perf_counter() - start
@@ -242,6 +252,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "student_ckpt": str(student_ckpt),
         "queries": len(times["teacher"]),
         "candidates": args.candidates,
+        # The teacher's time includes its score prior's features, products embedded per request.
+        "teacher_prior_features": prior_names,
         "latency": latency,
         "speedup_median": speedup,
         "speedup_p95": latency["teacher"]["p95_ms"] / latency["student"]["p95_ms"],

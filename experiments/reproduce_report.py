@@ -95,9 +95,10 @@ def _latency_section(variants: dict[str, Variant]) -> list[str]:
         f"Median speed-up, mean over {len(speedups)} seed(s): "
         f"**{sum(speedups) / len(speedups):.1f}x** (paper: ~10x; "
         + ("agrees: at least as large)." if min(speedups) >= 10 else "smaller in some seed).")
-        + " Teacher and student use the same tiny encoder architecture: the speed-up comes from "
+        + " Teacher and student use the same encoder architecture: the speed-up comes from "
         "what runs per query (one short query pass against precomputed product vectors instead of "
-        "a pass over 100 query-product pairs).",
+        "a pass over 100 query-product pairs). A teacher with a score prior also computes its "
+        "prior features per request (query and products embedded: an upper bound).",
     ]
 
 

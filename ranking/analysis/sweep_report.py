@@ -217,11 +217,14 @@ def plot_deltas(summary: pl.DataFrame, metric: str, baseline: str, path: Path) -
             )
         ax.axvline(0.0, color="grey", lw=1)
         ax.set_title(task)
-        ax.set_xlabel(f"Δ {metric} vs {baseline}")
+        ax.set_xlabel(f"Δ {metric}")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5))  # readable ticks on narrow panels
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(np.arange(len(variants)), variants)
     axes[0][0].invert_yaxis()
     axes[0][-1].legend(fontsize=8, title="region", loc="best")
+    # One label for all panels: a long baseline name would run into the next panel's.
+    fig.suptitle(f"paired difference to {baseline} (95% CI)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
