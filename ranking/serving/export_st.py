@@ -7,7 +7,6 @@ plus dense layers (see its module docstring) and checked there against PyTorch.
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,19 +17,6 @@ import torch
 from torch import nn
 
 from ranking.serving.exported import check_parity
-
-log = logging.getLogger(__name__)
-
-# Parity-check pairs: short and long, one product longer than any max_length (truncation).
-SAMPLE_PAIRS: tuple[tuple[str, str], ...] = (
-    ("red running shoes", "Nike Air Zoom Pegasus ; Nike ; red"),
-    ("red running shoes", "Blue wool winter hat ; Acme ; blue"),
-    ("cordless drill", "20V MAX cordless drill driver kit with two batteries and charger"),
-    ("4 inch pvc pipe", "Charlotte Pipe 4 in. x 10 ft. PVC schedule 40 DWV pipe"),
-    ("sofa", "Three seat sofa ; " + "soft grey fabric, oak legs, " * 30),
-    ("x", "y"),
-    ("garden hose 50 ft", "Flexzilla garden hose 5/8 in. x 50 ft. ; Flexzilla ; green"),
-)
 
 
 def st_cross_encoder_unsupported(module: Any) -> str | None:

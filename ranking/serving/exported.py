@@ -24,6 +24,17 @@ EXPORT_FORMAT = 1
 CONFIG_FILE = "shoprank.json"
 HEADS_FILE = "heads.safetensors"
 
+# Parity-check pairs: short and long, one product longer than any max_length (truncation).
+SAMPLE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("red running shoes", "Nike Air Zoom Pegasus ; Nike ; red"),
+    ("red running shoes", "Blue wool winter hat ; Acme ; blue"),
+    ("cordless drill", "20V MAX cordless drill driver kit with two batteries and charger"),
+    ("4 inch pvc pipe", "Charlotte Pipe 4 in. x 10 ft. PVC schedule 40 DWV pipe"),
+    ("sofa", "Three seat sofa ; " + "soft grey fabric, oak legs, " * 30),
+    ("x", "y"),
+    ("garden hose 50 ft", "Flexzilla garden hose 5/8 in. x 50 ft. ; Flexzilla ; green"),
+)
+
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:

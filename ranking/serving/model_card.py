@@ -5,24 +5,10 @@ trained, its metrics.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-log = logging.getLogger(__name__)
-
-# Parity-check pairs: short and long, one product longer than any max_length (truncation).
-SAMPLE_PAIRS: tuple[tuple[str, str], ...] = (
-    ("red running shoes", "Nike Air Zoom Pegasus ; Nike ; red"),
-    ("red running shoes", "Blue wool winter hat ; Acme ; blue"),
-    ("cordless drill", "20V MAX cordless drill driver kit with two batteries and charger"),
-    ("4 inch pvc pipe", "Charlotte Pipe 4 in. x 10 ft. PVC schedule 40 DWV pipe"),
-    ("sofa", "Three seat sofa ; " + "soft grey fabric, oak legs, " * 30),
-    ("x", "y"),
-    ("garden hose 50 ft", "Flexzilla garden hose 5/8 in. x 50 ft. ; Flexzilla ; green"),
-)
 
 
 def _run_files(run_dir: Path | None) -> tuple[dict, dict, Any]:

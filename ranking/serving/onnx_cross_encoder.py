@@ -16,23 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranking.serving.exported import (
-    _quiet,
-    check_parity,
-)
+from ranking.serving.exported import SAMPLE_PAIRS, _quiet, check_parity
 
 log = logging.getLogger(__name__)
-
-# Parity-check pairs: short and long, one product longer than any max_length (truncation).
-SAMPLE_PAIRS: tuple[tuple[str, str], ...] = (
-    ("red running shoes", "Nike Air Zoom Pegasus ; Nike ; red"),
-    ("red running shoes", "Blue wool winter hat ; Acme ; blue"),
-    ("cordless drill", "20V MAX cordless drill driver kit with two batteries and charger"),
-    ("4 inch pvc pipe", "Charlotte Pipe 4 in. x 10 ft. PVC schedule 40 DWV pipe"),
-    ("sofa", "Three seat sofa ; " + "soft grey fabric, oak legs, " * 30),
-    ("x", "y"),
-    ("garden hose 50 ft", "Flexzilla garden hose 5/8 in. x 50 ft. ; Flexzilla ; green"),
-)
 
 
 class _CrossEncoderGraph(nn.Module):
