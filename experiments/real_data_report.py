@@ -19,7 +19,13 @@ import numpy as np
 import polars as pl
 
 from data_modules.errors import ConfigError, ShoprankError
-from ranking.analysis.compare import bootstrap_interval, discover_runs, gather, paired_difference
+from ranking.analysis.compare import (
+    discover_runs,
+    gather,
+    paired_difference,
+    paired_fields,
+    unit_summary,
+)
 
 BASELINES = ("random", "bm25", "minilm_zero_shot", "lambdamart")
 MODEL = "model"
@@ -52,30 +58,9 @@ def summarize(table: pl.DataFrame, resamples: int) -> pl.DataFrame:
     rows = []
     for scorer in table.get_column("scorer").unique(maintain_order=True).to_list():
         mine = table.filter(pl.col("scorer") == scorer).select("unit", "value")
-        mean, low, high = bootstrap_interval(
-            mine.get_column("value").to_numpy(), resamples=resamples
-        )
-        delta = (None, None, None, None)
-        if scorer != MODEL:
-            paired = model.join(mine, on="unit", suffix="_b")
-            delta = paired_difference(
-                paired.get_column("value").to_numpy(),
-                paired.get_column("value_b").to_numpy(),
-                resamples=resamples,
-            )
-        rows.append(
-            {
-                "scorer": scorer,
-                "queries": mine.height,
-                "mean": mean,
-                "low": low,
-                "high": high,
-                "delta": delta[0],
-                "delta_low": delta[1],
-                "delta_high": delta[2],
-                "p": delta[3],
-            }
-        )
+        # The model minus this scorer (not this scorer minus the model).
+        reference = paired_fields(model, mine, resamples=resamples) if scorer != MODEL else {}
+        rows.append({"scorer": scorer, **unit_summary(mine, resamples=resamples), **reference})
     return pl.DataFrame(rows, infer_schema_length=None)
 
 

@@ -193,6 +193,51 @@ def paired_difference(
     return mean, low, high, float(test.pvalue)
 
 
+NO_DELTA = {"delta": None, "delta_low": None, "delta_high": None, "p": None}
+
+
+def paired_fields(
+    values: pl.DataFrame,
+    reference: pl.DataFrame,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, float | None]:
+    """``delta, delta_low, delta_high, p`` of ``values - reference`` on the units both hold
+    (all ``None`` when they share none). Both frames have columns ``unit, value``."""
+    paired = values.join(reference, on="unit", suffix="_b")
+    if paired.height == 0:
+        return dict(NO_DELTA)
+    delta = paired_difference(
+        paired.get_column("value").to_numpy(),
+        paired.get_column("value_b").to_numpy(),
+        confidence,
+        resamples,
+        seed,
+    )
+    return dict(zip(NO_DELTA, delta, strict=True))
+
+
+def unit_summary(
+    values: pl.DataFrame,
+    reference: pl.DataFrame | None = None,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, float | int | None]:
+    """``queries, mean, low, high`` of ``values`` (columns ``unit, value``) and, against a
+    ``reference``, the :func:`paired_fields` of ``values - reference`` (``None`` without one)."""
+    mean, low, high = bootstrap_interval(
+        values.get_column("value").to_numpy(), confidence, resamples, seed
+    )
+    delta = (
+        NO_DELTA
+        if reference is None
+        else paired_fields(values, reference, confidence, resamples, seed)
+    )
+    return {"queries": values.height, "mean": mean, "low": low, "high": high, **delta}
+
+
 def summarize_variants(
     table: pl.DataFrame,
     baseline: str | None = None,
@@ -232,34 +277,14 @@ def summarize_variants(
                 mine = values_of(variant, task, region)
                 if mine.height == 0:
                     continue
-                mean, low, high = bootstrap_interval(
-                    mine.get_column("value").to_numpy(), confidence, resamples, seed
-                )
-                delta = (None, None, None, None)
-                if variant != baseline:
-                    paired = mine.join(values_of(baseline, task, region), on="unit", suffix="_b")
-                    if paired.height:
-                        delta = paired_difference(
-                            paired.get_column("value").to_numpy(),
-                            paired.get_column("value_b").to_numpy(),
-                            confidence,
-                            resamples,
-                            seed,
-                        )
+                reference = values_of(baseline, task, region) if variant != baseline else None
                 rows.append(
                     {
                         "variant": variant,
                         **{a: labels[a] for a in axes},
                         "task": task,
                         "region": region,
-                        "queries": mine.height,
-                        "mean": mean,
-                        "low": low,
-                        "high": high,
-                        "delta": delta[0],
-                        "delta_low": delta[1],
-                        "delta_high": delta[2],
-                        "p": delta[3],
+                        **unit_summary(mine, reference, confidence, resamples, seed),
                     }
                 )
     return pl.DataFrame(rows, infer_schema_length=None)
