@@ -170,6 +170,7 @@ class Plan:
             "experiments.train",
             *data,
             *self.cfg.train_overrides,
+            *self.cfg.datasets[dataset].get("train_overrides", []),  # e.g. the model's prior
             *self.cfg.job_overrides,
             *_kv(merged),
             f"seed={seed}",
@@ -208,9 +209,7 @@ class Plan:
                 return [
                     "experiments.distill",
                     f"teacher_ckpt={_best_checkpoint(teacher_dir)}",
-                    # model.* describes the teacher (e.g. its score prior), which the distill
-                    # config reads from the checkpoint: it has no model group to override.
-                    *[o for o in self.data_overrides(dataset) if not _is_model_override(o)],
+                    *self.data_overrides(dataset),
                     *self.cfg.job_overrides,
                     "teacher_scores.progress=false",
                     *spec.get("distill_overrides", []),
@@ -302,10 +301,6 @@ class Plan:
                 },
             ),
         }
-
-
-def _is_model_override(override: str) -> bool:
-    return override.lstrip("+~").startswith(("model.", "model="))
 
 
 def _best_checkpoint(run_dir: Path) -> str:

@@ -138,7 +138,8 @@ def write_reports(plan: Plan, seeds: list[int], quick: bool = False) -> list[Pat
             variants = plan.variants[(study, dataset)]
             refs, missing = _refs(variants)
             lines += [f"## {cfg.datasets[dataset].title}", ""]
-            lines += [f"Overrides: `{' '.join(plan.data_overrides(dataset))}`", ""]
+            train_only = cfg.datasets[dataset].get("train_overrides", [])
+            lines += [f"Overrides: `{' '.join([*plan.data_overrides(dataset), *train_only])}`", ""]
             if missing:
                 lines += [f"Missing runs (failed or not run): {', '.join(missing)}", ""]
             if len(refs) < 2:
