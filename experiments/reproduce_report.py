@@ -97,8 +97,8 @@ def _latency_section(variants: dict[str, Variant]) -> list[str]:
         + ("agrees: at least as large)." if min(speedups) >= 10 else "smaller in some seed).")
         + " Teacher and student use the same encoder architecture: the speed-up comes from "
         "what runs per query (one short query pass against precomputed product vectors instead of "
-        "a pass over 100 query-product pairs). A teacher with a score prior also computes its "
-        "prior features per request (query and products embedded: an upper bound).",
+        "a pass over 100 query-product pairs). A teacher with a score prior also embeds the query "
+        "for its prior per request (product embeddings computed once, like the student's).",
     ]
 
 

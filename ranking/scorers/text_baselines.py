@@ -289,6 +289,20 @@ def embed_texts(
     return vectors.float().cpu()
 
 
+def load_minilm(
+    model_dir: str | Path | None = None, max_length: int = 64, device: str | None = None
+) -> Any:
+    """The zero-shot bi-encoder (a ``SentenceTransformer``; default: the installed MiniLM)."""
+    path = Path(model_dir).expanduser() if model_dir is not None else minilm_package_dir()
+    load_tokenizer({"source": "path", "path": str(path)})  # a missing directory: one clear line
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    model.max_seq_length = max_length
+    return model
+
+
 def biencoder_row_scores(
     pair_texts: pl.DataFrame,
     model_dir: str | Path | None = None,
@@ -303,13 +317,8 @@ def biencoder_row_scores(
     for key, value in (("batch_size", batch_size), ("max_length", max_length)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"baselines.{name}.{key}: must be a positive int, got {value!r}")
-    path = Path(model_dir).expanduser() if model_dir is not None else minilm_package_dir()
-    load_tokenizer({"source": "path", "path": str(path)})  # a missing directory: one clear line
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(path), device=device, local_files_only=True)
-    model.max_seq_length = max_length
+    model = load_minilm(model_dir, max_length, device)
+    device = str(model.device)
 
     n = pair_texts.height
     texts, codes = _factorize(pl.concat([pair_texts["query"], pair_texts["product"]]))
