@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,11 +324,40 @@ def _argv_fn(build: Callable[[], list[str]], run_dir: Path | None) -> Callable[[
 
 
 # ---------------------------------------------------------------------------------------- run
-def _finished(job: Job, argv: list[str]) -> bool:
-    stamp = job.run_dir / STAMP
-    if not (job.run_dir / job.done_file).is_file() or not stamp.is_file():
+def _stamp(job: Job) -> dict:
+    try:
+        return json.loads((job.run_dir / STAMP).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _finished(job: Job, argv: list[str], jobs: dict[str, Job]) -> bool:
+    """True if ``job`` may be reused: finished, same command, and built on the same runs.
+
+    A dependent (a distill student, the adapted encoder's fine-tuning, a latency timing) records
+    the finish id of every run it was built on; if one of them ran again since (its command
+    changed, or an earlier rerun was interrupted after retraining it), the dependent is stale
+    even though its own command, which names the teacher's checkpoint path, is unchanged.
+    """
+    stamp = _stamp(job)
+    if not (job.run_dir / job.done_file).is_file() or not stamp:
         return False
-    return json.loads(stamp.read_text()).get("argv") == argv[1:]  # the interpreter may differ
+    if stamp.get("argv") != argv[1:]:  # the interpreter may differ
+        return False
+    built_on = stamp.get("after", {})
+    return all(
+        built_on.get(dep) is not None and built_on.get(dep) == _stamp(jobs[dep]).get("finished")
+        for dep in job.after
+    )
+
+
+def _write_stamp(job: Job, argv: list[str], jobs: dict[str, Job]) -> None:
+    stamp = {
+        "argv": argv[1:],
+        "finished": uuid.uuid4().hex,  # changes every time the run is made again
+        "after": {dep: _stamp(jobs[dep]).get("finished") for dep in job.after},
+    }
+    (job.run_dir / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
 
 
 def _clock(seconds: float) -> str:
@@ -364,7 +394,7 @@ def run_jobs(jobs: dict[str, Job], parallel: int, threads: int, log=print) -> bo
             if proc.returncode == 0 and (job.run_dir / job.done_file).is_file():
                 job.state = "done"
                 durations.append(job.seconds)
-                (job.run_dir / STAMP).write_text(json.dumps({"argv": argv[1:]}, indent=1) + "\n")
+                _write_stamp(job, argv, jobs)
                 report(job, "done")
             else:
                 job.state = "failed"
@@ -387,7 +417,7 @@ def run_jobs(jobs: dict[str, Job], parallel: int, threads: int, log=print) -> bo
                 report(job, "FAILED")
                 log(f"      {err}")
                 continue
-            if _finished(job, argv):  # reuse needs no free slot
+            if _finished(job, argv, jobs):  # reuse needs no free slot
                 job.state = "reused"
                 pending.remove(job)
                 report(job, "reused")

@@ -207,3 +207,31 @@ def test_distill_jobs_get_the_data_and_student_overrides_but_not_the_teachers_mo
     # The training runs of the same dataset keep the score prior.
     base = plan.jobs["real train base seed=0"].argv()
     assert any(a.startswith("model.prior=") for a in base)
+
+
+def test_a_dependent_is_not_reused_once_its_dependency_ran_again(tmp_path) -> None:
+    # The distill student's command names the teacher's checkpoint path, which stays the same
+    # when the teacher is trained again; the student must still be made again.
+    jobs = {
+        "teacher": _job(tmp_path, "teacher", "pass"),
+        "student": _job(tmp_path, "student", "pass", after=("teacher",)),
+    }
+    assert run_jobs(jobs, parallel=1, threads=1, log=lambda _: None)
+    for job in jobs.values():
+        job.state = "pending"
+    assert run_jobs(jobs, parallel=1, threads=1, log=lambda _: None)
+    assert [j.state for j in jobs.values()] == ["reused", "reused"]
+    # The teacher is made again (a changed command: here its stamp no longer matches) ...
+    stamp = tmp_path / "teacher" / "reproduce.json"
+    stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "argv": ["changed"]}))
+    for job in jobs.values():
+        job.state = "pending"
+    assert run_jobs(jobs, parallel=1, threads=1, log=lambda _: None)
+    assert [j.state for j in jobs.values()] == ["done", "done"]
+    # ... and a stamp from before dependencies were recorded is not trusted either.
+    student = tmp_path / "student" / "reproduce.json"
+    student.write_text(json.dumps({"argv": json.loads(student.read_text())["argv"]}))
+    for job in jobs.values():
+        job.state = "pending"
+    assert run_jobs(jobs, parallel=1, threads=1, log=lambda _: None)
+    assert [j.state for j in jobs.values()] == ["reused", "done"]
