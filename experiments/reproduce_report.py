@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections import Counter
 from datetime import UTC, datetime
@@ -112,38 +113,72 @@ def _git_revision() -> str:
         return "unknown"
 
 
+SECTION = re.compile(r"^<!-- dataset: (\S+) -->$", re.MULTILINE)
+
+
+def kept_sections(path: Path) -> dict[str, str]:
+    """The dataset sections of an existing ``<study>.md``, by dataset name.
+
+    Each section starts with a ``<!-- dataset: NAME -->`` line and carries its own provenance
+    (command, date, commit, seeds), so a run of some datasets (``--datasets synthetic``) rewrites
+    theirs and keeps the others' results, written earlier, as they were.
+    """
+    if not path.is_file():
+        return {}
+    text = path.read_text()
+    marks = list(SECTION.finditer(text))
+    ends = [m.start() for m in marks[1:]] + [len(text)]
+    return {
+        m.group(1): text[m.start() : end].rstrip() + "\n"
+        for m, end in zip(marks, ends, strict=True)
+    }
+
+
 def write_reports(plan: Plan, seeds: list[int], quick: bool = False) -> list[Path]:
-    """Write ``<results_dir>/<study>.md`` (+ CSV and PNG per dataset) for every planned study."""
+    """Write ``<results_dir>/<study>.md`` (+ CSV and PNG per dataset) for every planned study.
+
+    The file holds one section per dataset of the config, in the config's order; the planned
+    datasets' sections are written from their runs, the others are kept from the file.
+    """
     cfg = plan.cfg
     out_dir = (REPO / cfg.results_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     metric, resamples = str(cfg.metric), int(cfg.resamples)
+    command = "make reproduce-quick" if quick else "make reproduce"
+    rerun = "python -m experiments.reproduce" + (" --quick" if quick else "")
+    provenance = (
+        f"Runs: `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit "
+        f"{_git_revision()}; seeds {seeds}. This section alone: `{rerun} --datasets {{dataset}}`."
+    )
+    headline = list(cfg.get("default_datasets") or cfg.datasets)
     written = []
     for study in plan.studies:
         spec = cfg.studies[study]
         claims = [claim_from_config(c, study) for c in spec.get("claims", []) if "metric" not in c]
-        command = "make reproduce-quick" if quick else "make reproduce"
-        lines = [
+        path = out_dir / f"{study}.md"
+        sections = kept_sections(path)
+        header = [
             f"# {spec.title}",
             "",
-            f"Written by `{command}` (`python -m experiments.reproduce`) on "
-            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit {_git_revision()}; seeds {seeds}. "
             f"Metric: test {metric}, mean over queries; intervals are 95% percentile bootstrap "
             f"intervals ({resamples} resamples) over (seed, query) units; p is a paired sign-flip "
-            "permutation test. Settings: `conf/reproduce.yaml`. What these runs can and cannot "
-            "say (budget, plateaus, the real data's short lists): README, section Results.",
+            "permutation test. Settings: `conf/reproduce.yaml`, one section per dataset setting "
+            f"in its order (headline: {', '.join(f'`{d}`' for d in headline)}); each section "
+            "names the command, date, commit and seeds of its runs. What these runs can and "
+            "cannot say (budget, plateaus, the real data's short lists): README, section Results.",
             "",
         ]
         for dataset in plan.datasets:
             variants = plan.variants[(study, dataset)]
             refs, missing = _refs(variants)
-            lines += [f"## {cfg.datasets[dataset].title}", ""]
+            lines = [f"<!-- dataset: {dataset} -->", f"## {cfg.datasets[dataset].title}", ""]
+            lines += [provenance.format(dataset=dataset), ""]
             train_only = cfg.datasets[dataset].get("train_overrides", [])
             lines += [f"Overrides: `{' '.join([*plan.data_overrides(dataset), *train_only])}`", ""]
             if missing:
                 lines += [f"Missing runs (failed or not run): {', '.join(missing)}", ""]
             if len(refs) < 2:
-                lines += ["Not enough finished runs to compare.", ""]
+                sections[dataset] = "\n".join([*lines, "Not enough finished runs to compare."])
                 continue
             if spec.get("kind", "train") == "distill":
                 refs["baseline:random"] = [
@@ -197,10 +232,13 @@ def write_reports(plan: Plan, seeds: list[int], quick: bool = False) -> list[Pat
                 "### Per seed: mean over tasks of test NDCG@10",
                 "",
                 per_seed_markdown(table),
-                "",
             ]
-        path = out_dir / f"{study}.md"
-        path.write_text("\n".join(lines))
+            sections[dataset] = "\n".join(lines)
+        order = [d for d in cfg.datasets if d in sections] + [
+            d for d in sections if d not in cfg.datasets
+        ]
+        body = [sections[d].rstrip() + "\n" for d in order]
+        path.write_text("\n".join(header) + "\n" + "\n".join(body))
         written.append(path)
     return written
 

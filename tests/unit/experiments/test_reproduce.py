@@ -235,3 +235,26 @@ def test_a_dependent_is_not_reused_once_its_dependency_ran_again(tmp_path) -> No
         job.state = "pending"
     assert run_jobs(jobs, parallel=1, threads=1, log=lambda _: None)
     assert [j.state for j in jobs.values()] == ["reused", "done"]
+
+
+def test_a_report_of_one_dataset_keeps_the_other_datasets_sections(tmp_path) -> None:
+    cfg = load_config(CONFIG, [f"work_dir={tmp_path / 'runs'}", f"results_dir={tmp_path / 'out'}"])
+
+    def write(dataset: str, offset: float) -> str:
+        plan = Plan(cfg, ["losses"], [dataset], [0])
+        for variant in plan.variants[("losses", dataset)].values():
+            for seed, run_dir in variant.runs.items():
+                _fake_run(run_dir, seed, offset)
+        return write_reports(plan, [0], quick=True)[0].read_text()
+
+    write("synthetic", 0.0)
+    both = write("real", 0.0)
+    # The config's order (real first), each with its own provenance line; synthetic kept.
+    assert both.index("<!-- dataset: real -->") < both.index("<!-- dataset: synthetic -->")
+    assert both.count("Runs: `make reproduce-quick`") == 2
+    assert "| loss=listnet | 0.525 |" in both  # synthetic's per-seed row survived
+    # Rewriting real replaces its section only: its numbers change, synthetic's stay.
+    again = write("real", 0.1)
+    real, synthetic = again.split("<!-- dataset: synthetic -->")
+    assert "| loss=listnet | 0.625 |" in real and "| loss=listnet | 0.525 |" in synthetic
+    assert again.count("<!-- dataset: real -->") == 1 and again.startswith("# Listwise losses")
