@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -476,13 +477,21 @@ def main(argv: list[str] | None = None) -> int:
             for job in plan.jobs.values():
                 print(f"  {job.name}  <- {', '.join(job.after) or '-'}")
             return 0
-        ok = True
+        ok, began = True, time.time()
         if not args.report_only:
             ok = run_jobs(plan.jobs, int(cfg.jobs), int(cfg.threads_per_job))
+        ran = time.time()
         from experiments.reproduce_report import write_reports
 
         for path in write_reports(plan, seeds, quick=args.quick):
             print("written:", path)
+        if not args.report_only:
+            states = Counter(job.state for job in plan.jobs.values())
+            print(
+                f"reproduce: wall time {_clock(time.time() - began)} "
+                f"(runs {_clock(ran - began)}, reports {_clock(time.time() - ran)}); jobs "
+                + ", ".join(f"{n} {state}" for state, n in states.most_common())
+            )
     except ShoprankError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

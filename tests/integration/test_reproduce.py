@@ -50,6 +50,7 @@ def test_reproduce_runs_every_kind_of_job_then_reuses_them(tiny_config, capsys) 
     first = capsys.readouterr().out
     # base, listnet, pretraining, the adapted encoder, a student and its latency.
     assert "6 jobs" in first and first.count(" done ") == 6
+    assert "reproduce: wall time " in first and first.rstrip().endswith("jobs 6 done")
     results = root / "results"
     losses = (results / "losses.md").read_text()
     assert "| loss=approx_ndcg vs loss=listnet | relevance |" in losses and "+13.9%" in losses
@@ -63,3 +64,4 @@ def test_reproduce_runs_every_kind_of_job_then_reuses_them(tiny_config, capsys) 
     assert main(["--config", str(path), "--studies", studies, "--quick"]) == 0
     second = capsys.readouterr().out
     assert second.count(" reused ") == 6 and " done " not in second
+    assert second.rstrip().endswith("jobs 6 reused")
