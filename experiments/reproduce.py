@@ -481,9 +481,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             ok = run_jobs(plan.jobs, int(cfg.jobs), int(cfg.threads_per_job))
         ran = time.time()
-        from experiments.reproduce_report import write_reports
+        from experiments.reproduce_report import write_overviews, write_reports
 
-        for path in write_reports(plan, seeds, quick=args.quick):
+        for path in [*write_reports(plan, seeds, quick=args.quick), *write_overviews(plan)]:
             print("written:", path)
         if not args.report_only:
             states = Counter(job.state for job in plan.jobs.values())

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from ranking.analysis.claims_overview import plot_claims_overview
 from ranking.analysis.compare import markdown_table, summarize_variants
 from ranking.analysis.study import (
     RunRef,
@@ -274,3 +275,26 @@ def _queries_line(table: pl.DataFrame) -> str:
     seeds = table.get_column("unit").str.split(":").list.first().unique().len()
     units = table.get_column("unit").unique().len()
     return f"{units} test queries over {seeds} seed(s)."
+
+
+def write_overviews(plan: Plan) -> list[Path]:
+    """``<results_dir>/claims_<dataset>.png``: every study's claims on a dataset in one grid.
+
+    Read from the ``<study>_<dataset>_claims.csv`` files, so studies run at other times (or by
+    another ``--studies`` subset) are included as last written.
+    """
+    out_dir = (REPO / plan.cfg.results_dir).resolve()
+    written = []
+    for dataset in plan.datasets:
+        checked = {
+            study: pl.read_csv(path).with_columns(pl.col("paper").cast(pl.Float64, strict=False))
+            for study in plan.cfg.studies
+            if (path := out_dir / f"{study}_{dataset}_claims.csv").is_file()
+        }
+        if not checked:
+            continue
+        title = f"The papers' claims on our runs: {plan.cfg.datasets[dataset].title}"
+        path = out_dir / f"claims_{dataset}.png"
+        plot_claims_overview(checked, title, path)
+        written.append(path)
+    return written
