@@ -172,6 +172,11 @@ def write_reports(plan: Plan, seeds: list[int], quick: bool = False) -> list[Pat
         for dataset in plan.datasets:
             variants = plan.variants[(study, dataset)]
             refs, missing = _refs(variants)
+            if not refs and dataset in sections:
+                # No run of this setting here (another machine's, or an old commit's results):
+                # its section stays as written; a report never replaces results with nothing.
+                print(f"reproduce: no runs of {dataset!r} for {study}; its section is kept")
+                continue
             lines = [f"<!-- dataset: {dataset} -->", f"## {cfg.datasets[dataset].title}", ""]
             lines += [provenance.format(dataset=dataset), ""]
             train_only = cfg.datasets[dataset].get("train_overrides", [])

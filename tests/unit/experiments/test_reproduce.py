@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -258,3 +259,15 @@ def test_a_report_of_one_dataset_keeps_the_other_datasets_sections(tmp_path) -> 
     real, synthetic = again.split("<!-- dataset: synthetic -->")
     assert "| loss=listnet | 0.625 |" in real and "| loss=listnet | 0.525 |" in synthetic
     assert again.count("<!-- dataset: real -->") == 1 and again.startswith("# Listwise losses")
+
+
+def test_a_report_without_any_run_of_a_dataset_keeps_its_section(tmp_path) -> None:
+    cfg = load_config(CONFIG, [f"work_dir={tmp_path / 'runs'}", f"results_dir={tmp_path / 'out'}"])
+    plan = Plan(cfg, ["losses"], ["synthetic"], [0])
+    for variant in plan.variants[("losses", "synthetic")].values():
+        for seed, run_dir in variant.runs.items():
+            _fake_run(run_dir, seed, 0.0)
+    before = write_reports(plan, [0])[0].read_text()
+    shutil.rmtree(tmp_path / "runs")  # e.g. --report-only on a machine without these runs
+    after = write_reports(plan, [0])[0].read_text()
+    assert after == before and "| loss=listnet | 0.525 |" in after
