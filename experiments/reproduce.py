@@ -18,6 +18,7 @@ command that made it (``reproduce.json``) is unchanged; otherwise it is trained 
 from __future__ import annotations
 
 import argparse
+import difflib
 import itertools
 import json
 import math
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -75,9 +77,20 @@ def load_config(path: Path, sets: list[str]) -> DictConfig:
     cfg = OmegaConf.load(path)
     OmegaConf.set_struct(cfg, True)
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(sets))
+        given = OmegaConf.from_dotlist(sets)
+    except yaml.YAMLError as err:  # an unbalanced bracket or quote in a value
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"reproduce: --set {sets}: not a valid value ({problem})") from None
+    try:
+        cfg = OmegaConf.merge(cfg, given)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"reproduce: --set {sets}: {err.msg} (in {path})") from None
+        key = getattr(err, "full_key", None) or ""
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        known = OmegaConf.select(cfg, parent) if parent else cfg
+        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(known or []), n=3)
+        hint = f"; close: {', '.join(close)}" if close else ""
+        first = str(err.msg).splitlines()[0]
+        raise ConfigError(f"reproduce: --set {sets}: {first} (in {path}){hint}") from None
     for key in ("jobs", "threads_per_job", "resamples"):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
             raise ConfigError(f"reproduce: {key} must be a positive integer, got {cfg[key]!r}")

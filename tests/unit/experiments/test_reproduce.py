@@ -78,8 +78,15 @@ def test_the_plan_trains_each_shared_run_once_and_orders_dependencies(cfg) -> No
 
 
 def test_config_typos_and_unknown_names_are_clear_errors(cfg) -> None:
-    with pytest.raises(ConfigError, match="seedz"):
+    with pytest.raises(ConfigError, match="seedz") as typo:
         load_config(CONFIG, ["seedz=[1]"])
+    # One line, with the key it was probably meant to be.
+    assert "\n" not in str(typo.value) and str(typo.value).endswith("close: seeds")
+    with pytest.raises(ConfigError, match="close: overrides, train_overrides"):
+        load_config(CONFIG, ["datasets.real.overridez=[]"])
+    with pytest.raises(ConfigError, match="not a valid value") as unbalanced:
+        load_config(CONFIG, ["seeds=[0"])
+    assert "\n" not in str(unbalanced.value)
     assert main(["--studies", "lossez", "--dry-run"]) == 2
     assert main(["--seeds", "a,b", "--dry-run"]) == 2
     with pytest.raises(ConfigError, match="jobs must be a positive integer"):
