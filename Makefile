@@ -89,7 +89,7 @@ ablation: install  ## SEQ+MD ablation: tower x region mask multirun (CPU, < 30 m
 reproduce: install  ## The papers' comparisons (losses, multi-task, SEQ+MD, distillation, pretraining), seeds 0-2, pretrained MiniLM on real data (~2-3 h on 2 CPU cores) -> experiments/results/<study>.md
 	$(PY) -m experiments.reproduce $(ARGS)
 
-reproduce-quick: install  ## The same studies on the first seed only (~45 min on 2 CPU cores); `make reproduce` afterwards reuses its runs
+reproduce-quick: install  ## The same studies on the first seed only (~30 min on 2 CPU cores); `make reproduce` afterwards reuses its runs
 	$(PY) -m experiments.reproduce --quick $(ARGS)
 
 compare: install  ## Compare the runs of a sweep: make compare DIR=logs/<task>/multiruns/<date> [ARGS="--with random"]

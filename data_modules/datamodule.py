@@ -13,6 +13,7 @@ import polars as pl
 from torch.utils.data import DataLoader
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from data_modules.describe import describe, label_distribution, summary
 from data_modules.errors import ConfigError, DataValidationError
 from data_modules.listwise import (
     EpochSampler,
@@ -21,7 +22,7 @@ from data_modules.listwise import (
     QueryLists,
     group_lists,
 )
-from data_modules.schema import TEXT_COLUMNS
+from data_modules.schema import DEFAULT_PRODUCT_FIELDS, TEXT_COLUMNS, product_text_expr
 from data_modules.sources import FileSource, SyntheticSource, TableSource
 from data_modules.splits import (
     apply_stored_split,
@@ -30,22 +31,14 @@ from data_modules.splits import (
     split_record,
 )
 from data_modules.tokenization import TokenizedPairs, tokenize_pairs
-from data_modules.validation import DropReport, validate_table
+from data_modules.validation import (
+    DropReport,
+    check_numeric_columns,
+    column_names,
+    validate_table,
+)
 
 log = logging.getLogger(__name__)
-
-# Leading columns of ``describe()``; label statistics follow.
-_DESCRIBE_FIRST = (
-    "split",
-    "region",
-    "queries",
-    "lists",
-    "rows",
-    "mean_list",
-    "min_list",
-    "max_list",
-)
-DEFAULT_PRODUCT_FIELDS = ("product_title", "product_brand", "product_color")
 
 
 class ListwiseDataModule(L.LightningDataModule):
@@ -143,7 +136,7 @@ class ListwiseDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.product_text_fields = list(product_text_fields)
         self.region_in_query = region_in_query
-        self.region_feature_columns = _column_names(
+        self.region_feature_columns = column_names(
             region_feature_columns, "data.region_feature_columns"
         )
 
@@ -357,168 +350,17 @@ class ListwiseDataModule(L.LightningDataModule):
         }
 
     # ------------------------------------------------------------------ reporting
-    def _binary(self, column: str) -> bool:
-        values = pl.concat([t.get_column(column) for t in self.tables.values()])
-        return bool(values.is_in([0.0, 1.0]).all())
-
     def describe(self) -> pl.DataFrame:
-        """Per split and region: queries, lists, rows, list lengths and label statistics.
-
-        Columns: ``queries`` (distinct query texts), ``lists`` (query_ids), ``rows``,
-        ``mean_list``/``min_list``/``max_list`` (items per list, before any cap), per label
-        ``{label}>0`` (share of positive rows) and, for graded labels, ``{label}_mean``. Rows for
-        every split come first per region, then ``all`` regions together.
-        """
-        graded = [c for c in self.label_columns if not self._binary(c)]
-        frames = []
-        for name, table in self.tables.items():
-            for by_region in (True, False):
-                frame = table if by_region else table.with_columns(pl.lit("all").alias("region"))
-                sizes = frame.group_by("region", "query_id").agg(pl.len().alias("n"))
-                stats = frame.group_by("region").agg(
-                    pl.col("query").n_unique().alias("queries"),
-                    pl.col("query_id").n_unique().alias("lists"),
-                    pl.len().alias("rows"),
-                    *[pl.col(c).gt(0).mean().round(3).alias(f"{c}>0") for c in self.label_columns],
-                    *[pl.col(c).mean().round(3).alias(f"{c}_mean") for c in graded],
-                )
-                lengths = sizes.group_by("region").agg(
-                    pl.col("n").mean().round(1).alias("mean_list"),
-                    pl.col("n").min().alias("min_list"),
-                    pl.col("n").max().alias("max_list"),
-                )
-                frames.append(
-                    stats.join(lengths, on="region").with_columns(pl.lit(name).alias("split"))
-                )
-        order = {name: i for i, name in enumerate(self.tables)}
-        return (
-            pl.concat(frames, how="diagonal_relaxed")
-            .select(*_DESCRIBE_FIRST, pl.exclude(_DESCRIBE_FIRST))
-            .with_columns(
-                pl.col("split").replace_strict(order, return_dtype=pl.Int64).alias("__order"),
-                (pl.col("region") == "all").alias("__all"),
-            )
-            .sort("__order", "__all", "region")
-            .drop("__order", "__all")
-        )
+        """Per split and region: lists, rows, list lengths, label statistics (:func:`describe`)."""
+        return describe(self.tables, self.label_columns)
 
     def label_distribution(self, max_values: int = 8) -> pl.DataFrame:
-        """Share of each label value per split and region, for graded labels with few values.
-
-        Returns:
-            Long table ``split, region, label, value, rows, share``. Binary labels (their
-            positive rate is in :meth:`describe`) and labels with more than ``max_values``
-            distinct values (e.g. averaged ratings, summarised by their mean) are left out.
-        """
-        frames = []
-        for column in self.label_columns:
-            values = pl.concat([t.get_column(column) for t in self.tables.values()])
-            if self._binary(column) or values.n_unique() > max_values:
-                continue
-            for name, table in self.tables.items():
-                counts = table.group_by("region", column).agg(pl.len().alias("rows"))
-                frames.append(
-                    counts.with_columns(
-                        pl.lit(name).alias("split"),
-                        pl.lit(column).alias("label"),
-                        pl.col(column).cast(pl.Float64).alias("value"),
-                        (pl.col("rows") / pl.col("rows").sum().over("region"))
-                        .round(3)
-                        .alias("share"),
-                    ).select("split", "region", "label", "value", "rows", "share")
-                )
-        if not frames:
-            return pl.DataFrame(
-                schema={
-                    "split": pl.Utf8,
-                    "region": pl.Utf8,
-                    "label": pl.Utf8,
-                    "value": pl.Float64,
-                    "rows": pl.UInt32,
-                    "share": pl.Float64,
-                }
-            )
-        order = {name: i for i, name in enumerate(self.tables)}
-        return pl.concat(frames).sort(
-            pl.col("label"), pl.col("split").replace_strict(order), "region", "value"
-        )
+        """Share of each graded label value per split and region (:func:`label_distribution`)."""
+        return label_distribution(self.tables, self.label_columns, max_values)
 
     def summary(self) -> str:
         """:meth:`describe`, the label distribution and the drop report, as printable text."""
-        with pl.Config(
-            tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True
-        ):
-            parts = [f"Data ({self.source.name}): per split and region", str(self.describe())]
-            distribution = self.label_distribution()
-            if distribution.height:
-                wide = distribution.pivot(
-                    on="value",
-                    index=["label", "split", "region"],
-                    values="share",
-                    sort_columns=True,
-                )
-                parts += ["Label value shares per split and region", str(wide)]
-        if self.drop_report is not None:
-            parts.append(self.drop_report.summary())
-        return "\n".join(parts)
-
-
-def product_text_expr(fields: Sequence[str]) -> pl.Expr:
-    """The product side of a pair: ``fields`` joined by " ; ", empty ones left out."""
-    return (
-        pl.concat_str([pl.col(c).fill_null("") for c in fields], separator=" ; ")
-        .str.replace_all(r"( ; )+$", "")
-        .str.replace_all(r"( ; ){2,}", " ; ")
-    )
-
-
-def _column_names(columns: Sequence[str] | None, key: str) -> list[str]:
-    """``columns`` as a list of distinct names, or :class:`ConfigError` naming ``key``."""
-    if columns is None:
-        return []
-    if isinstance(columns, str):
-        raise ConfigError(
-            f"{key} must be a list of column names, e.g. [{columns}]; got {columns!r}"
-        )
-    names = list(columns)
-    bad = [c for c in names if not isinstance(c, str) or not c]
-    if bad:
-        raise ConfigError(f"{key} must hold column names, got {bad}")
-    repeated = sorted({c for c in names if names.count(c) > 1})
-    if repeated:
-        raise ConfigError(f"{key} repeats column(s) {repeated}")
-    return names
-
-
-def check_numeric_columns(table: pl.DataFrame, source: str, columns: Sequence[str]) -> None:
-    """Each of ``columns`` must exist, be numeric and hold finite values only.
-
-    Raises:
-        DataValidationError: naming ``source``, the column and its first bad rows (0-based data
-            rows of the table as loaded, header excluded).
-    """
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise DataValidationError(
-            f"{source}: missing region feature column(s) {missing} (data.region_feature_columns);"
-            f" columns found: {', '.join(table.columns)}"
-        )
-    for column in columns:
-        dtype = table.schema[column]
-        if not dtype.is_numeric():
-            raise DataValidationError(
-                f"{source}: region feature column '{column}' has type {dtype}; region features "
-                "must be numeric (encode categories as numbers first)"
-            )
-        values = table.get_column(column).cast(pl.Float64)
-        bad = values.is_null() | values.is_nan() | values.is_infinite()
-        count = int(bad.sum())
-        if count:
-            rows = ", ".join(str(r) for r in bad.arg_true()[:3].to_list())
-            raise DataValidationError(
-                f"{source}: region feature column '{column}' has {count} missing, NaN or "
-                f"infinite value(s) (first at row {rows})"
-            )
+        return summary(self.source.name, self.tables, self.label_columns, self.drop_report)
 
 
 class SyntheticDataModule(ListwiseDataModule):

@@ -33,6 +33,10 @@ named the region after the source). Graded ``relevance`` from an adapter is alwa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import polars as pl
+
 KEY_COLUMNS: tuple[str, ...] = ("query_id", "query", "product_id", "product_title", "region")
 TEXT_COLUMNS: tuple[str, ...] = ("product_description", "product_brand", "product_color")
 ENGAGEMENT_LABELS: tuple[str, ...] = ("click", "add_to_cart", "purchase")
@@ -43,3 +47,15 @@ POSITION_COLUMN = "position"
 # scales are grades 0..4 or gains in [0, 1]; a value above this is almost surely another column
 # (a count, a price) mapped onto relevance by mistake.
 MAX_RELEVANCE = 31.0
+
+# The product side of a (query, product) pair when the config names no fields.
+DEFAULT_PRODUCT_FIELDS: tuple[str, ...] = ("product_title", "product_brand", "product_color")
+
+
+def product_text_expr(fields: Sequence[str]) -> pl.Expr:
+    """The product side of a pair: ``fields`` joined by " ; ", empty ones left out."""
+    return (
+        pl.concat_str([pl.col(c).fill_null("") for c in fields], separator=" ; ")
+        .str.replace_all(r"( ; )+$", "")
+        .str.replace_all(r"( ; ){2,}", " ; ")
+    )

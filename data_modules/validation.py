@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from data_modules.errors import DataValidationError
+from data_modules.errors import ConfigError, DataValidationError
 from data_modules.schema import (
     ENGAGEMENT_LABELS,
     KEY_COLUMNS,
@@ -179,3 +179,52 @@ def validate_table(
     if df.height == 0:
         raise DataValidationError(f"{source}: no query has two or more products; nothing to rank")
     return df.drop("__row"), report
+
+
+def column_names(columns: Sequence[str] | None, key: str) -> list[str]:
+    """``columns`` as a list of distinct names, or :class:`ConfigError` naming ``key``."""
+    if columns is None:
+        return []
+    if isinstance(columns, str):
+        raise ConfigError(
+            f"{key} must be a list of column names, e.g. [{columns}]; got {columns!r}"
+        )
+    names = list(columns)
+    bad = [c for c in names if not isinstance(c, str) or not c]
+    if bad:
+        raise ConfigError(f"{key} must hold column names, got {bad}")
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise ConfigError(f"{key} repeats column(s) {repeated}")
+    return names
+
+
+def check_numeric_columns(table: pl.DataFrame, source: str, columns: Sequence[str]) -> None:
+    """Each of ``columns`` must exist, be numeric and hold finite values only.
+
+    Raises:
+        DataValidationError: naming ``source``, the column and its first bad rows (0-based data
+            rows of the table as loaded, header excluded).
+    """
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataValidationError(
+            f"{source}: missing region feature column(s) {missing} (data.region_feature_columns);"
+            f" columns found: {', '.join(table.columns)}"
+        )
+    for column in columns:
+        dtype = table.schema[column]
+        if not dtype.is_numeric():
+            raise DataValidationError(
+                f"{source}: region feature column '{column}' has type {dtype}; region features "
+                "must be numeric (encode categories as numbers first)"
+            )
+        values = table.get_column(column).cast(pl.Float64)
+        bad = values.is_null() | values.is_nan() | values.is_infinite()
+        count = int(bad.sum())
+        if count:
+            rows = ", ".join(str(r) for r in bad.arg_true()[:3].to_list())
+            raise DataValidationError(
+                f"{source}: region feature column '{column}' has {count} missing, NaN or "
+                f"infinite value(s) (first at row {rows})"
+            )

@@ -28,10 +28,10 @@ import torch
 import yaml
 
 from data_modules.errors import ConfigError, DataValidationError
+from data_modules.schema import DEFAULT_PRODUCT_FIELDS, product_text_expr
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PRODUCT_FIELDS = ("product_title", "product_brand", "product_color")
 EXPORT_CONFIG = "shoprank.json"
 Product = str | Mapping[str, Any]
 
@@ -194,7 +194,6 @@ class Ranker:
 
     def product_texts(self, products: Sequence[Product]) -> list[str]:
         """Product texts: strings as they are, mappings joined from the run's product fields."""
-        from data_modules.datamodule import product_text_expr
 
         if isinstance(products, str | Mapping):
             raise DataValidationError("products must be a list (of texts or of field mappings)")
