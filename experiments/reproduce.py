@@ -11,8 +11,9 @@ Every run is an ordinary Hydra job (``experiments.train``, ``experiments.pretrai
 subprocess, ``jobs`` at a time. Hydra's multirun sweeper is not used here because the studies
 share runs (the base variant belongs to three studies and teaches the distillation student) and
 a rerun must reuse finished runs; each job is still one Hydra run with its overrides in
-``.hydra/overrides.yaml``. A run is reused when its directory holds the finished output and the
-command that made it (``reproduce.json``) is unchanged; otherwise it is trained again.
+``.hydra/overrides.yaml``. A run is reused when its directory holds the finished output, the
+command that made it (``reproduce.json``) is unchanged and the runs it was built on were not made
+again since; otherwise it is trained again (:mod:`experiments.job_runner`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,9 @@ import argparse
 import difflib
 import itertools
 import json
-import math
-import os
 import re
-import shutil
-import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,27 +36,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from data_modules.errors import ConfigError, ShoprankError
+from experiments.job_runner import Job, clock, run_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "conf" / "reproduce.yaml"
-STAMP = "reproduce.json"
 
 
 # --------------------------------------------------------------------------------------- plan
-@dataclass
-class Job:
-    """One subprocess: its run directory, the file that says it finished, what it waits for."""
-
-    name: str
-    run_dir: Path
-    done_file: str
-    argv: Callable[[], list[str]]  # built when the job starts (a distill needs its teacher's ckpt)
-    after: tuple[str, ...] = ()
-    exclusive: bool = False  # alone on the machine (latency timings)
-    state: str = "pending"  # pending | running | done | reused | failed | skipped
-    seconds: float = 0.0
-
-
 @dataclass
 class Variant:
     """A study's variant on one dataset: its run per seed, and which scorer in it is the variant."""
@@ -337,126 +319,6 @@ def _argv_fn(build: Callable[[], list[str]], run_dir: Path | None) -> Callable[[
     return argv
 
 
-# ---------------------------------------------------------------------------------------- run
-def _stamp(job: Job) -> dict:
-    try:
-        return json.loads((job.run_dir / STAMP).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _finished(job: Job, argv: list[str], jobs: dict[str, Job]) -> bool:
-    """True if ``job`` may be reused: finished, same command, and built on the same runs.
-
-    A dependent (a distill student, the adapted encoder's fine-tuning, a latency timing) records
-    the finish id of every run it was built on; if one of them ran again since (its command
-    changed, or an earlier rerun was interrupted after retraining it), the dependent is stale
-    even though its own command, which names the teacher's checkpoint path, is unchanged.
-    """
-    stamp = _stamp(job)
-    if not (job.run_dir / job.done_file).is_file() or not stamp:
-        return False
-    if stamp.get("argv") != argv[1:]:  # the interpreter may differ
-        return False
-    built_on = stamp.get("after", {})
-    return all(
-        built_on.get(dep) is not None and built_on.get(dep) == _stamp(jobs[dep]).get("finished")
-        for dep in job.after
-    )
-
-
-def _write_stamp(job: Job, argv: list[str], jobs: dict[str, Job]) -> None:
-    stamp = {
-        "argv": argv[1:],
-        "finished": uuid.uuid4().hex,  # changes every time the run is made again
-        "after": {dep: _stamp(jobs[dep]).get("finished") for dep in job.after},
-    }
-    (job.run_dir / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
-
-
-def _clock(seconds: float) -> str:
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-
-
-def run_jobs(jobs: dict[str, Job], parallel: int, threads: int, log=print) -> bool:
-    """Run every job whose dependencies succeeded, ``parallel`` at a time; True if none failed."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    env.setdefault("WANDB_MODE", "offline")
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    pending = list(jobs.values())
-    running: dict[str, tuple[subprocess.Popen, float, list[str]]] = {}
-    start, finished, durations = time.time(), 0, []
-
-    def report(job: Job, what: str) -> None:
-        nonlocal finished
-        finished += 1
-        left = sum(1 for j in jobs.values() if j.state in ("pending", "running"))
-        mean = sum(durations) / len(durations) if durations else math.nan
-        eta = "" if math.isnan(mean) else f", ~{_clock(mean * left / parallel)} left"
-        log(
-            f"[{finished:3d}/{len(jobs)}] {what:7s} {job.name} ({job.seconds:.0f} s) | "
-            f"{_clock(time.time() - start)} elapsed{eta}"
-        )
-
-    while pending or running:
-        for name, (proc, began, argv) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            job = jobs[name]
-            job.seconds = time.time() - began
-            del running[name]
-            if proc.returncode == 0 and (job.run_dir / job.done_file).is_file():
-                job.state = "done"
-                durations.append(job.seconds)
-                _write_stamp(job, argv, jobs)
-                report(job, "done")
-            else:
-                job.state = "failed"
-                report(job, "FAILED")
-                log(f"      see {job.run_dir / 'job.log'}")
-        for job in list(pending):
-            deps = [jobs[d] for d in job.after]
-            if any(d.state in ("failed", "skipped") for d in deps):
-                job.state = "skipped"
-                pending.remove(job)
-                report(job, "skipped")
-                continue
-            if any(d.state not in ("done", "reused") for d in deps):
-                continue
-            try:
-                argv = job.argv()
-            except (ShoprankError, OSError, KeyError, json.JSONDecodeError) as err:
-                job.state = "failed"
-                pending.remove(job)
-                report(job, "FAILED")
-                log(f"      {err}")
-                continue
-            if _finished(job, argv, jobs):  # reuse needs no free slot
-                job.state = "reused"
-                pending.remove(job)
-                report(job, "reused")
-                continue
-            if any(j.exclusive for j in (jobs[n] for n in running)):
-                break  # nothing starts beside an exclusive job
-            if job.exclusive and running:
-                continue
-            if len(running) >= parallel:
-                break
-            pending.remove(job)
-            shutil.rmtree(job.run_dir, ignore_errors=True)
-            job.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(job.run_dir / "job.log", "w") as out:
-                proc = subprocess.Popen(
-                    argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
-                )
-            job.state = "running"
-            running[job.name] = (proc, time.time(), argv)
-            if job.exclusive:
-                break
-        time.sleep(0.5)
-    return all(j.state in ("done", "reused") for j in jobs.values())
-
-
 # ------------------------------------------------------------------------------------- report
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__)
@@ -501,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             states = Counter(job.state for job in plan.jobs.values())
             print(
-                f"reproduce: wall time {_clock(time.time() - began)} "
-                f"(runs {_clock(ran - began)}, reports {_clock(time.time() - ran)}); jobs "
+                f"reproduce: wall time {clock(time.time() - began)} "
+                f"(runs {clock(ran - began)}, reports {clock(time.time() - ran)}); jobs "
                 + ", ".join(f"{n} {state}" for state, n in states.most_common())
             )
     except ShoprankError as err:

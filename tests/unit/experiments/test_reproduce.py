@@ -12,15 +12,8 @@ import polars as pl
 import pytest
 
 from data_modules.errors import ConfigError
-from experiments.reproduce import (
-    CONFIG,
-    Job,
-    Plan,
-    _slug,
-    load_config,
-    main,
-    run_jobs,
-)
+from experiments.job_runner import Job, run_jobs
+from experiments.reproduce import CONFIG, Plan, _slug, load_config, main
 from experiments.reproduce_report import write_reports
 
 TASKS = ["relevance", "click", "add_to_cart", "purchase"]
