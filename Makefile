@@ -86,7 +86,7 @@ ablation: install  ## SEQ+MD ablation: tower x region mask multirun (CPU, < 30 m
 	$(PY) -m experiments.compare $(ABLATION_DIR) --with random,bm25 \
 		--baseline tower=shared_bottom,region_mask=none --out experiments/results/ablation
 
-reproduce: install  ## The papers' comparisons (losses, multi-task, SEQ+MD, distillation, pretraining), seeds 0-2, pretrained MiniLM on real data (~2-3 h on 2 CPU cores) -> experiments/results/<study>.md
+reproduce: install  ## The papers' comparisons (losses, multi-task, SEQ+MD, distillation, pretraining), seeds 0-2, pretrained MiniLM on real data (~80 min from scratch on 2 CPU cores, 51 min after reproduce-quick) -> experiments/results/<study>.md
 	$(PY) -m experiments.reproduce $(ARGS)
 
 reproduce-quick: install  ## The same studies on the first seed only (~30 min on 2 CPU cores); `make reproduce` afterwards reuses its runs

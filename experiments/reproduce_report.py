@@ -179,6 +179,8 @@ def write_reports(plan: Plan, seeds: list[int], quick: bool = False) -> list[Pat
                 continue
             lines = [f"<!-- dataset: {dataset} -->", f"## {cfg.datasets[dataset].title}", ""]
             lines += [provenance.format(dataset=dataset), ""]
+            grid = f"claims_{dataset}.png"
+            lines += [f"Every study's claims on this setting in one grid: [{grid}]({grid}).", ""]
             train_only = cfg.datasets[dataset].get("train_overrides", [])
             lines += [f"Overrides: `{' '.join([*plan.data_overrides(dataset), *train_only])}`", ""]
             if missing:
