@@ -2,9 +2,10 @@
 
 ``s_k(q, d) = tower_k(h(q, d)) + sum_f w_{k,f} x_f(q, d)``
 
-where ``x_f`` are prior features computed once per pair without training (today:
-``minilm_cosine``, the zero-shot all-MiniLM-L6-v2 cosine of query and product text, i.e. the
-``minilm_zero_shot`` baseline's score) and ``w`` is learned, initialised at ``init_weight``. The
+where ``x_f`` are prior features computed once per pair without training (``minilm_cosine``,
+the zero-shot all-MiniLM-L6-v2 cosine of query and product text, i.e. the ``minilm_zero_shot``
+baseline's score; ``bm25``, the BM25 score divided by the best BM25 among the query's pairs, in
+[0, 1]) and ``w`` is learned, initialised at ``init_weight``. The
 model then starts where the first stage is (a fresh scoring head adds a small random term to a
 prior that dominates), and fine-tuning learns what the cross-encoder can add. Interpolating a
 re-ranker with its first-stage score is an established IR recipe (Yilmaz et al., 2019, "Cross-
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 #: The prior features a model may read (computed by :mod:`ranking.scorers.prior_features`).
-PRIOR_FEATURE_NAMES = ("minilm_cosine",)
+PRIOR_FEATURE_NAMES = ("minilm_cosine", "bm25")
 
 
 def check_prior_spec(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ import polars as pl
 
 from data_modules.errors import ConfigError
 from ranking.nn.prior import PRIOR_FEATURE_NAMES
-from ranking.scorers.text_baselines import biencoder_row_scores
+from ranking.scorers.text_baselines import biencoder_row_scores, bm25_row_scores
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,27 @@ def _minilm_cosine(pair_texts: pl.DataFrame) -> np.ndarray:
     return biencoder_row_scores(pair_texts)
 
 
+def _bm25_query_max(pair_texts: pl.DataFrame) -> np.ndarray:
+    """BM25(query, product) divided by the largest BM25 among the same query's pairs.
+
+    ``x = bm25(q, d) / max_{d'} bm25(q, d')`` over the rows with the same query text, so the
+    feature lies in [0, 1] like the cosine (raw BM25 grows with query length and would swamp
+    ``init_weight``); 0 for every pair of a query whose terms match no product. Uses no label.
+    """
+    raw = bm25_row_scores(pair_texts)
+    best = (
+        pl.DataFrame({"query": pair_texts.get_column("query"), "raw": raw})
+        .select(pl.col("raw").max().over("query"))
+        .to_series()
+        .to_numpy()
+    )
+    return np.divide(raw, best, out=np.zeros_like(raw), where=best > 0).astype(np.float32)
+
+
 #: Prior feature name -> function of ``pair_texts`` (columns query, product) -> ``[N]`` float32.
 PRIOR_FEATURES: dict[str, Callable[[pl.DataFrame], np.ndarray]] = {
     "minilm_cosine": _minilm_cosine,
+    "bm25": _bm25_query_max,
 }
 assert set(PRIOR_FEATURES) == set(PRIOR_FEATURE_NAMES)
 _CACHE_VERSION = 1
