@@ -1,4 +1,4 @@
-"""Resuming an interrupted run mid-epoch: continue its data order exactly.
+"""Resuming an interrupted run: continue its data order exactly, and trust no missing checkpoint.
 
 Finding the last checkpoint and checking the resumed config are the workflows' job
 (:mod:`experiments.workflows.resume`). Here: Lightning fast-forwards only DataLoaders that
@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
-from lightning.pytorch.callbacks import Callback
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
@@ -95,3 +97,54 @@ class ResumeDataOrder(Callback):
             )
             return
         iter(fetcher)  # a fresh DataLoader iterator, which asks the sampler again
+
+
+class ResumeCheckpointRecords(Callback):
+    """On a resumed fit, forget best-checkpoint records whose files are gone.
+
+    ``last.ckpt`` carries each monitored :class:`~lightning.pytorch.callbacks.ModelCheckpoint`'s
+    record (``best_model_path``, ``best_k_models``). At the end of an epoch the monitored callback
+    writes the new best and deletes the one it replaces *before* the last-checkpoint callback
+    rewrites ``last.ckpt``; a run killed between the two resumes with a record naming a deleted
+    file. If no later epoch beat that score, the run would end by testing a checkpoint that does
+    not exist. Here the missing entries leave the record: the best remaining entry becomes the
+    best, or, with none left, the record starts empty so the next validation's checkpoint is
+    saved as the best. The killed attempt's own new best stays on disk, outside the record (its
+    training is not the resumed run's), and a warning names both files.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None:
+            return
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.monitor is not None:
+                _drop_missing(callback)
+
+
+def _drop_missing(callback: ModelCheckpoint) -> None:
+    records = callback.best_k_models
+    gone = [path for path in records if not Path(path).is_file()]
+    if callback.best_model_path and not Path(callback.best_model_path).is_file():
+        gone = sorted({*gone, callback.best_model_path})
+    if not gone:
+        return
+    for path in gone:
+        records.pop(path, None)
+    higher_is_better = callback.mode == "max"
+    if records:
+        ranked = sorted(records, key=lambda p: float(records[p]), reverse=higher_is_better)
+        callback.best_model_path, callback.best_model_score = ranked[0], records[ranked[0]]
+        callback.kth_best_model_path, callback.kth_value = ranked[-1], records[ranked[-1]]
+    else:
+        callback.best_model_path, callback.best_model_score = "", None
+        callback.kth_best_model_path = ""
+        callback.kth_value = torch.tensor(-torch.inf if higher_is_better else torch.inf)
+    rank_zero_warn(
+        f"resume: the checkpoint record of '{callback.monitor}' named {gone}, which no longer "
+        "exist (the run was stopped between saving a new best and rewriting last.ckpt); "
+        + (
+            f"the best is now {callback.best_model_path}"
+            if records
+            else "the next validation's checkpoint becomes the best"
+        )
+    )
