@@ -1,4 +1,4 @@
-"""Resuming an interrupted run: continue its data order exactly, and trust no missing checkpoint.
+"""Resuming an interrupted run: its data order and random streams exactly, no missing checkpoint.
 
 Finding the last checkpoint and checking the resumed config are the workflows' job
 (:mod:`experiments.workflows.resume`). Here: Lightning fast-forwards only DataLoaders that
@@ -10,12 +10,14 @@ is in and how many of its items the checkpoint had already trained on.
 
 from __future__ import annotations
 
+import random
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -148,3 +150,50 @@ def _drop_missing(callback: ModelCheckpoint) -> None:
             else "the next validation's checkpoint becomes the best"
         )
     )
+
+
+class ResumeRandomState(Callback):
+    """Save the global random states in every checkpoint and restore them on resume.
+
+    Lightning does not checkpoint torch's, NumPy's or Python's global generators, so a resumed
+    run draws other dropout masks than the run never stopped. Here :meth:`state_dict` (called as
+    a checkpoint is written) records them and :meth:`load_state_dict` sets them back when the
+    checkpoint is restored. Nothing else between the restore and the next training step draws
+    from them: the DataLoaders seed their iterators from their own generator and the samplers
+    from ``(seed, epoch)`` (:mod:`data_modules`), and validation runs without dropout. The CUDA
+    generators are restored when the checkpoint has as many as this machine.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, python_state, python_gauss = random.getstate()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {
+                "kind": kind,
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "gauss": float(gauss),
+            },
+            "python": {"version": version, "state": list(python_state), "gauss": python_gauss},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        cuda = list(state_dict.get("cuda") or [])
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        saved = state_dict["numpy"]
+        np.random.set_state(
+            (
+                saved["kind"],
+                saved["keys"].numpy().astype(np.uint32),
+                saved["pos"],
+                saved["has_gauss"],
+                saved["gauss"],
+            )
+        )
+        python = state_dict["python"]
+        random.setstate((python["version"], tuple(python["state"]), python["gauss"]))

@@ -10,6 +10,7 @@ from typing import Any
 import lightning.pytorch as L
 import numpy as np
 import polars as pl
+import torch
 from torch.utils.data import DataLoader
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -284,6 +285,10 @@ class ListwiseDataModule(L.LightningDataModule):
             ),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # Each iterator draws a base seed (for worker seeding) from this generator instead of
+            # torch's global one, so dropout's random stream is the model's alone and a resumed
+            # run continues it exactly (callbacks.resume.ResumeRandomState).
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def set_pair_features(self, names: Sequence[str], values: np.ndarray) -> None:

@@ -248,7 +248,7 @@ def _command(run_dir: Path, cache: Path, *extra: str) -> list[str]:
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=5",
         "trainer.deterministic=true",
-        "tower.dropout=0",
+        "tower.dropout=0.3",  # dropout draws from torch's global generator (ResumeRandomState)
         "callbacks.step_checkpoint.every_n_train_steps=3",
         "logger=csv",
         "baselines=[random]",
@@ -280,10 +280,10 @@ def test_sigkill_then_ckpt_path_last_matches_the_uninterrupted_run(tmp_path: Pat
     2 epochs x 5 batches, ``last.ckpt`` every 3 steps and at each epoch end. The run is killed
     while it waits at the start of step 8 (its newest checkpoint: step 6, one batch into epoch
     1; step 7 is lost and trained again). Tolerance: exact equality of every weight, of the
-    optimiser state and of the val/test metrics. That is expected, not lucky: dropout is 0
-    (``tiny_bert`` has none; ``tower.dropout=0`` because Lightning does not save the torch RNG
-    state, so a resumed run would draw other dropout masks), the data order after the resume
-    is the uninterrupted one (:class:`ResumeDataOrder`), both runs use one CPU thread with
+    optimiser state and of the val/test metrics. That is expected, not lucky: the tower's
+    dropout (0.3) draws the same masks after the resume because the checkpoint carries the
+    random states (:class:`ResumeRandomState`; Lightning saves none), the data order after the
+    resume is the uninterrupted one (:class:`ResumeDataOrder`), both runs use one CPU thread with
     ``trainer.deterministic=true``, and CPU float operations in the same order give the same
     bits.
     """
