@@ -26,8 +26,12 @@ _DESCRIBE_FIRST = (
 )
 
 
-def _binary(tables: Mapping[str, pl.DataFrame], column: str) -> bool:
-    values = pl.concat([t.get_column(column) for t in tables.values()])
+def _column(tables: Mapping[str, pl.DataFrame], column: str) -> pl.Series:
+    """``column`` over every split."""
+    return pl.concat([t.get_column(column) for t in tables.values()])
+
+
+def _binary(values: pl.Series) -> bool:
     return bool(values.is_in([0.0, 1.0]).all())
 
 
@@ -39,7 +43,7 @@ def describe(tables: Mapping[str, pl.DataFrame], label_columns: Sequence[str]) -
     ``{label}>0`` (share of positive rows) and, for graded labels, ``{label}_mean``. Rows for
     every split come first per region, then ``all`` regions together.
     """
-    graded = [c for c in label_columns if not _binary(tables, c)]
+    graded = [c for c in label_columns if not _binary(_column(tables, c))]
     frames = []
     for name, table in tables.items():
         for by_region in (True, False):
@@ -85,8 +89,8 @@ def label_distribution(
     """
     frames = []
     for column in label_columns:
-        values = pl.concat([t.get_column(column) for t in tables.values()])
-        if _binary(tables, column) or values.n_unique() > max_values:
+        values = _column(tables, column)
+        if _binary(values) or values.n_unique() > max_values:
             continue
         for name, table in tables.items():
             counts = table.group_by("region", column).agg(pl.len().alias("rows"))

@@ -62,7 +62,8 @@ def _finished(job: Job, argv: list[str], jobs: dict[str, Job]) -> bool:
         return False
     built_on = stamp.get("after", {})
     return all(
-        built_on.get(dep) is not None and built_on.get(dep) == _stamp(jobs[dep]).get("finished")
+        (finished := _stamp(jobs[dep]).get("finished")) is not None
+        and built_on.get(dep) == finished
         for dep in job.after
     )
 

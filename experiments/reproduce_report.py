@@ -25,6 +25,8 @@ from ranking.analysis.study import (
 from ranking.analysis.sweep_report import plot_deltas, plot_variants
 
 if TYPE_CHECKING:  # types only: experiments.reproduce imports this module to write its reports
+    from omegaconf import DictConfig
+
     from experiments.reproduce import Plan, Variant
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,6 +116,13 @@ def _git_revision() -> str:
         return "unknown"
 
 
+def results_dir(cfg: DictConfig) -> Path:
+    """``results_dir`` of ``conf/reproduce.yaml`` (relative to the repository), created."""
+    out_dir = (REPO / cfg.results_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
 SECTION = re.compile(r"^<!-- dataset: (\S+) -->$", re.MULTILINE)
 
 
@@ -142,8 +151,7 @@ def write_reports(plan: Plan, seeds: list[int], quick: bool = False) -> list[Pat
     datasets' sections are written from their runs, the others are kept from the file.
     """
     cfg = plan.cfg
-    out_dir = (REPO / cfg.results_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = results_dir(cfg)
     metric, resamples = str(cfg.metric), int(cfg.resamples)
     command = "make reproduce-quick" if quick else "make reproduce"
     rerun = "python -m experiments.reproduce" + (" --quick" if quick else "")
@@ -290,7 +298,7 @@ def write_overviews(plan: Plan) -> list[Path]:
     Read from the ``<study>_<dataset>_claims.csv`` files, so studies run at other times (or by
     another ``--studies`` subset) are included as last written.
     """
-    out_dir = (REPO / plan.cfg.results_dir).resolve()
+    out_dir = results_dir(plan.cfg)
     written = []
     for dataset in plan.datasets:
         checked = {

@@ -40,30 +40,26 @@ def claims_matrix(checked_by_study: Mapping[str, pl.DataFrame]) -> ClaimsMatrix:
     Only the all-regions rows are used; the row label carries the paper's figure when it has
     one (``+13.9%``) or its direction (``up``, ``neutral``).
     """
-    rows: list[str] = []
-    cells: dict[tuple[str, str], tuple[float, bool]] = {}
-    tasks: list[str] = []
+    rows: dict[str, int] = {}  # label -> row position (first seen first)
+    tasks: dict[str, int] = {}
+    cells: list[tuple[str, str, float, bool]] = []
     for study, checked in checked_by_study.items():
-        overall = checked.filter(pl.col("region") == ALL_REGIONS)
-        for r in overall.iter_rows(named=True):
-            paper = r["paper"]
-            if paper is not None and not (isinstance(paper, float) and np.isnan(paper)):
-                said = f"paper {100 * paper:+.1f}%"
+        for r in checked.filter(pl.col("region") == ALL_REGIONS).iter_rows(named=True):
+            if r["paper"] is not None:
+                said = f"paper {100 * r['paper']:+.1f}%"
             else:
                 said = f"paper: {r['expect']}" if r["expect"] else "not in the paper"
             label = f"{study}: {r['treatment']} vs {r['control']} ({said})"
-            if label not in rows:
-                rows.append(label)
-            if r["task"] not in tasks:
-                tasks.append(r["task"])
+            rows.setdefault(label, len(rows))
+            tasks.setdefault(r["task"], len(tasks))
             significant = r["rel_low"] > 0 or r["rel_high"] < 0
-            cells[(label, r["task"])] = (float(r["rel"]), bool(significant))
+            cells.append((label, r["task"], float(r["rel"]), bool(significant)))
     values = np.full((len(rows), len(tasks)), np.nan)
     stars = np.zeros((len(rows), len(tasks)), dtype=bool)
-    for (label, task), (rel, sig) in cells.items():
-        values[rows.index(label), tasks.index(task)] = rel
-        stars[rows.index(label), tasks.index(task)] = sig
-    return ClaimsMatrix(rows, tasks, values, stars)
+    for label, task, rel, significant in cells:
+        values[rows[label], tasks[task]] = rel
+        stars[rows[label], tasks[task]] = significant
+    return ClaimsMatrix(list(rows), list(tasks), values, stars)
 
 
 def plot_claims_overview(
